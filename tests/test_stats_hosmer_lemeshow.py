@@ -1,0 +1,75 @@
+"""Hosmer-Lemeshow against the ResourceSelection::hoslem.test algorithm run in R (1e-6)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from her2mri.stats import hosmer_lemeshow
+
+DATA = Path(__file__).parent / "data"
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def ref() -> dict:
+    return json.loads((DATA / "r_reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def df() -> pd.DataFrame:
+    return pd.read_csv(DATA / "stats_reference_data.csv")
+
+
+@pytest.mark.parametrize(
+    ("col", "g", "key"),
+    [("prob", 10, "prob_g10"), ("prob", 5, "prob_g5"), ("prob_rounded", 10, "prob_rounded_g10")],
+)
+def test_matches_r(df, ref, col, g, key):
+    r = ref["hoslem"][key]
+    h = hosmer_lemeshow(df["y"], df[col], g=g)
+    assert h.chi2 == pytest.approx(r["chisq"], abs=TOL)
+    assert h.df == r["df"] == g - 2
+    assert h.p_value == pytest.approx(r["p"], abs=TOL)
+    assert h.breaks == pytest.approx(r["breaks"], abs=1e-9)
+    assert h.count.tolist() == [int(c) for c in r["counts"]]
+    assert h.observed == pytest.approx(r["observed1"], abs=1e-9)
+    assert h.expected == pytest.approx(r["expected1"], abs=1e-9)
+
+
+def test_rounded_probabilities_exercise_the_right_closed_bins(df, ref):
+    # values equal to a break belong to the lower group: unequal group sizes prove the boundary rule matters
+    assert len(set(ref["hoslem"]["prob_rounded_g10"]["counts"])) > 1
+
+
+def test_tied_probabilities_warn_and_keep_df():
+    rng = np.random.default_rng(1)
+    p = np.concatenate([rng.uniform(0.05, 0.95, 60), np.full(40, 0.5)])  # a big tied block merges breaks
+    y = (rng.uniform(size=p.size) < p).astype(int)
+    with pytest.warns(UserWarning, match="groups instead of g=10"):
+        h = hosmer_lemeshow(y, p)
+    assert h.n_groups < 10 and h.df == 8
+    assert h.count.sum() == 100
+
+
+def test_empty_group_raises_clear_error():
+    # interpolated quantile 0.4 between the tied blocks 0.3 and 0.5 leaves (0.3, 0.4] empty (R gives NaN)
+    p = np.repeat([0.1, 0.3, 0.5, 0.7], 25)
+    y = np.tile([0, 1], 50)
+    with pytest.raises(ValueError, match="is empty"), pytest.warns(UserWarning, match="groups instead"):
+        hosmer_lemeshow(y, p)
+
+
+@pytest.mark.parametrize("g", [2, 0, 4.5, True])
+def test_bad_g(g):
+    with pytest.raises(ValueError, match="g must"):
+        hosmer_lemeshow([0, 1, 0, 1], [0.1, 0.4, 0.5, 0.9], g=g)
+
+
+def test_to_dict(df):
+    d = json.loads(json.dumps(hosmer_lemeshow(df["y"], df["prob"]).to_dict()))
+    assert d["df"] == 8 and len(d["observed"]) == d["n_groups"] == 10
