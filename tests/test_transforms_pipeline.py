@@ -1,0 +1,190 @@
+"""preprocess_case / preprocess_rgb_slices end to end, N4 with its disk cache, and the MONAI dict wrappers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from her2mri.data.crop import extract, resize
+from her2mri.data.errors import DataError
+from her2mri.data.fusion import FuseRGB, quantize_uint8
+from her2mri.data.n4 import N4BiasCorrection
+from her2mri.data.normalize import NormalizeDCE
+from her2mri.data.pipeline import preprocess_case, preprocess_rgb_slices
+from her2mri.data.preprocess_config import PreprocessConfig
+
+SPACING = (2.0, 0.7, 0.7)
+
+
+def _case(seed=0, shape=(12, 48, 48)):
+    rng = np.random.default_rng(seed)
+    pre = rng.integers(50, 400, shape)
+    phases = np.stack([pre, pre * 2 + 30, pre * 3 // 2]).astype(np.uint16)
+    mask = np.zeros(shape, np.uint8)
+    mask[4:9, 20:30, 8:16] = 1
+    phases[:, mask.astype(bool)] += np.array([0, 900, 500], np.uint16)[:, None]  # enhancing tumour
+    return phases, mask
+
+
+def _cfg(**kw):
+    base = {"crop_size": 24.0, "image_size": 32}
+    return PreprocessConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("views", "shape"),
+    [("single", (4, 3, 32, 32)), ("adjacent", (4, 3, 3, 32, 32)), ("scales", (4, 3, 3, 32, 32))],
+)
+def test_shapes_and_dtypes(views, shape):
+    phases, mask = _case()
+    out = preprocess_case(phases, mask, SPACING, _cfg(views=views), case_id="c1")
+    assert out.images.shape == shape and out.images.dtype == np.uint8
+    assert out.masks.shape == (4, 32, 32) and out.masks.dtype == np.uint8
+    assert out.slice_idx.dtype == np.int32 and out.slice_idx.tolist() == [5, 6, 7, 8]
+    f16 = preprocess_case(phases, mask, SPACING, _cfg(views=views, cache_dtype="float16"))
+    assert f16.images.dtype == np.float16
+    np.testing.assert_allclose(f16.images.astype(np.float32) * 255, out.images, atol=0.6)
+
+
+def test_equals_full_volume_normalisation_then_crop():
+    """Normalising only the needed slices gives exactly what normalising the whole volume gives."""
+    phases, mask = _case(1)
+    cfg = _cfg(normalization="clip_global_q99", stats_mask="foreground")
+    out = preprocess_case(phases, mask, SPACING, cfg)
+    full = NormalizeDCE("clip_global_q99", stats_mask="foreground")(phases)
+    win = out.crop_window
+    expected = quantize_uint8(FuseRGB()(resize(extract(full[:, out.slice_idx], win), 32)))
+    assert np.array_equal(out.images, expected)
+    assert np.array_equal(out.masks, resize(extract(mask[out.slice_idx], win), 32, "nearest"))
+
+
+def test_channel_order_end_to_end():
+    shape = (6, 32, 32)
+    phases = np.stack([np.full(shape, v, np.uint16) for v in (100, 200, 300)])
+    mask = np.zeros(shape, np.uint8)
+    mask[2:4, 10:20, 10:20] = 1
+    out = preprocess_case(
+        phases, mask, SPACING, _cfg(normalization="minmax_global", crop_size=16, image_size=16)
+    )
+    assert out.images[0, :, 8, 8].tolist() == [0, 128, 255]  # R = pre, G = early, B = late
+
+
+def test_adjacent_views_are_neighbouring_slices():
+    phases, mask = _case(2)
+    adj = preprocess_case(phases, mask, SPACING, _cfg(views="adjacent", slice_selection="all"))
+    single = preprocess_case(phases, mask, SPACING, _cfg(slice_selection="all"))
+    z = adj.slice_idx.tolist()
+    assert z == [4, 5, 6, 7, 8]
+    assert np.array_equal(adj.images[:, 1], single.images)  # centre view = the slice itself
+    assert np.array_equal(adj.images[1:, 0], single.images[:-1])  # view 0 of z = slice z - 1
+    assert np.array_equal(adj.images[:-1, 2], single.images[1:])
+    edge_mask = np.zeros_like(mask)
+    edge_mask[0, 20:30, 8:16] = 1
+    edge = preprocess_case(phases, edge_mask, SPACING, _cfg(views="adjacent", slice_selection="all"))
+    assert edge.slice_idx.tolist() == [0] and np.array_equal(edge.images[0, 0], edge.images[0, 1])  # clamped
+
+
+def test_scales_views_differ_in_field_of_view():
+    phases, mask = _case(3)
+    out = preprocess_case(phases, mask, SPACING, _cfg(views="scales", view_scales=(0.5, 1.0, 2.0)))
+    single = preprocess_case(phases, mask, SPACING, _cfg())
+    assert np.array_equal(out.images[:, 1], single.images)
+    assert not np.array_equal(out.images[:, 0], out.images[:, 2])
+
+
+def test_shape_mismatch_and_missing_tumour():
+    phases, mask = _case()
+    with pytest.raises(DataError, match=r"ISPY2-9.*\(11, 48, 48\).*\(12, 48, 48\)"):
+        preprocess_case(phases, mask[:11], SPACING, _cfg(), case_id="ISPY2-9")
+    with pytest.raises(DataError, match="p2.*empty"):
+        preprocess_case(phases, np.zeros_like(mask), SPACING, _cfg(), case_id="p2")
+    with pytest.raises(DataError, match="no tumour mask"):
+        preprocess_case(phases, None, SPACING, _cfg(), bbox=(20, 29, 8, 15), case_id="p3")
+    with pytest.raises(ValueError, match="spacing"):
+        preprocess_case(phases, mask, (0.0, 1.0, 1.0), _cfg())
+    with pytest.raises(DataError, match="\\(3, Z, Y, X\\)"):
+        preprocess_case(phases[:2], mask, SPACING, _cfg())
+
+
+def test_bbox_only_case_duke():
+    phases, mask = _case()
+    out = preprocess_case(phases, None, SPACING, _cfg(stats_mask="tumour_bbox"), bbox=(4, 8, 20, 29, 8, 15))
+    ref = preprocess_case(phases, mask, SPACING, _cfg(stats_mask="tumour_bbox"))
+    assert out.masks is None and out.slice_idx.tolist() == ref.slice_idx.tolist() == [5, 6, 7, 8]
+    assert out.crop_window == ref.crop_window  # same tumour box as the voxel mask
+
+
+def test_mm_crop_and_degenerate_case_warns():
+    phases, mask = _case()
+    out = preprocess_case(phases, mask, (2.0, 0.5, 0.5), _cfg(crop_mode="mm", crop_size=10.0))
+    assert out.crop_window[2:] == (20, 20)
+    flat = np.full_like(phases, 3)
+    with pytest.warns(UserWarning, match="flat1"):
+        res = preprocess_case(flat, mask, SPACING, _cfg(), case_id="flat1")
+    assert (res.images == 0).all()
+
+
+def test_rgb_slices():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (5, 40, 40, 3), dtype=np.uint8)
+    same = preprocess_rgb_slices(imgs, _cfg(image_size=40))
+    assert np.array_equal(same.images, np.moveaxis(imgs, -1, 1)) and same.masks is None
+    boxes = [(10, 20, 12, 22)] * 4 + [None]
+    cropped = preprocess_rgb_slices(imgs, _cfg(crop_size=20, image_size=20), boxes)
+    assert np.array_equal(cropped.images, np.moveaxis(imgs[:, 6:26, 8:28], -1, 1))
+    assert cropped.crop_window == (6, 8, 20, 20)  # bbox centre (15, 17), even side: half a pixel down-right
+    adj = preprocess_rgb_slices(imgs, _cfg(image_size=40, views="adjacent"), slice_idx=[3, 4, 5, 6, 7])
+    assert adj.images.shape == (5, 3, 3, 40, 40) and adj.slice_idx.tolist() == [3, 4, 5, 6, 7]
+    assert np.array_equal(adj.images[2, 0], same.images[1]) and np.array_equal(
+        adj.images[0, 0], same.images[0]
+    )
+    sc = preprocess_rgb_slices(imgs, _cfg(image_size=40, views="scales"))
+    assert sc.images.shape == (5, 3, 3, 40, 40) and np.array_equal(sc.images[:, 1], same.images)
+    with pytest.raises(DataError, match="uint8"):
+        preprocess_rgb_slices(imgs.astype(np.float32), _cfg())
+
+
+def test_n4_corrects_and_hits_cache(tmp_path):
+    z, y, x = np.mgrid[0:4, 0:24, 0:24]
+    obj = ((y - 12) ** 2 + (x - 12) ** 2) < 100
+    bias = 0.7 + 0.6 * x / 23.0
+    vol = np.where(obj, 500.0 * bias, 5.0).astype(np.float32)
+    n4 = N4BiasCorrection(shrink_factor=2, iterations=(20, 20), cache_dir=tmp_path)
+    out = n4(vol, (3.0, 1.0, 1.0))
+    cv = lambda a: a[obj].std() / a[obj].mean()  # noqa: E731
+    assert out.shape == vol.shape and out.dtype == np.float32 and np.isfinite(out).all()
+    assert cv(out) < cv(vol)
+    again = n4(vol, (3.0, 1.0, 1.0))
+    assert (n4.cache_hits, n4.cache_misses) == (1, 1) and np.array_equal(again, out)
+    assert len(list(tmp_path.glob("n4_*.npy"))) == 1 and not list(tmp_path.glob(".n4_*"))
+    src = tmp_path / "vol.nii.gz"
+    src.write_bytes(b"x")
+    n4(vol, (3.0, 1.0, 1.0), source=src)
+    n4(vol, (3.0, 1.0, 1.0), source=src)
+    assert (n4.cache_hits, n4.cache_misses) == (2, 2)
+    with pytest.raises(ValueError, match="shrink_factor=0"):
+        N4BiasCorrection(shrink_factor=0)
+
+
+def test_dict_wrappers():
+    from her2mri.data.dictionary import (
+        CropAroundTumourd,
+        FuseRGBd,
+        NormalizeDCEd,
+        SelectPhasesd,
+        SelectSlicesd,
+    )
+
+    phases, mask = _case()
+    acq = [phases[0], phases[0], phases[1], phases[2]]
+    d = {"image": acq, "phase_indices": (0, 2, 3), "mask": mask, "spacing": SPACING, "pid": "p"}
+    d = SelectPhasesd("image")(d)
+    assert np.array_equal(d["image"], phases)
+    d = NormalizeDCEd("image", normalization="clip_channel_q98")(d)
+    assert np.array_equal(d["image"], NormalizeDCE()(phases))
+    d = SelectSlicesd("mask", slice_keys=("image", "mask"))(d)
+    assert d["slice_idx"].tolist() == [5, 6, 7, 8] and d["image"].shape == (3, 4, 48, 48)
+    d = CropAroundTumourd(("image", "mask"), crop_size=24, image_size=32)(d)
+    assert d["image"].shape == (3, 4, 32, 32) and d["mask"].dtype == np.uint8
+    d = FuseRGBd("image", dtype="uint8")(d)
+    assert d["image"].shape == (4, 3, 32, 32) and d["image"].dtype == np.uint8
