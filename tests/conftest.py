@@ -29,3 +29,17 @@ def real_data_dir() -> Path:
 def repo_root() -> Path:
     """Path to the repository root."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def synthetic_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny synthetic BreastDCEDL I-SPY2 cohort, written once per session.
+
+    12 patients (5 HER2+), volumes (24, 64, 64), 6 or 7 acquisitions per patient (phases 0, 2, 5 or 0, 2, 6),
+    official split 8 train / 2 val / 2 test, seed 0. Returns ``(root, metadata_csv)``; treat it as read-only.
+    """
+    from her2mri.data.synth import make_synthetic_cohort
+
+    root = tmp_path_factory.mktemp("synthetic_cohort")
+    cohort = make_synthetic_cohort(root, n=12, seed=0, shape=(24, 64, 64), n_times=(6, 7))
+    return cohort.root, cohort.metadata_csv

@@ -1,0 +1,120 @@
+"""Slice dataset over preprocessed cases: one item per selected slice, batches as in ARCHITECTURE.md §4.
+
+Cached arrays stay in memory in their compact dtype (uint8 or float16) per case; each item is converted to
+float32 on access, augmented (training only), then ImageNet-normalised (optional).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from her2mri.data.errors import DataError
+from her2mri.data.records import CaseRecord
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+UNKNOWN_LABEL: int = -1
+
+
+class SliceDataset(Dataset):
+    """Items are single slices (or 3-view stacks) of the given cases.
+
+    Each item is a dict:
+
+    * ``image``: float32 ``(3, H, W)`` or ``(3, 3, H, W)`` (views, RGB, H, W), R = pre, G = early, B = late;
+      ImageNet-normalised when ``imagenet_norm`` else in [0, 1].
+    * ``label``: int64 scalar (``-1`` when the case label is unknown).
+    * ``pid``: str; ``slice_idx``: int64 scalar.
+    * ``mask``: float32 ``(1, H, W)`` tumour mask of the (centre) slice, only when ``with_mask``.
+
+    Args:
+        records: the cases.
+        arrays: per case, the preprocessed arrays (``images``, ``slice_idx``, optional ``masks``).
+        augment: a callable on ``{"image", "mask"}`` dicts with values in [0, 1] (e.g.
+            :class:`~her2mri.data.augment.RandDCEAugmentd`), or None.
+        imagenet_norm: subtract the ImageNet mean and divide by its std per RGB channel.
+        with_mask: include ``mask`` in items (every case must then have masks).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[CaseRecord],
+        arrays: Sequence[dict[str, np.ndarray]],
+        augment: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        imagenet_norm: bool = True,
+        with_mask: bool = True,
+    ) -> None:
+        if len(records) != len(arrays):
+            raise ValueError(f"records ({len(records)}) and arrays ({len(arrays)}) differ in length")
+        self.records = list(records)
+        self.images = [a["images"] for a in arrays]
+        self.slice_idx = [np.asarray(a["slice_idx"]) for a in arrays]
+        self.with_mask = bool(with_mask)
+        self.masks = [a.get("masks") for a in arrays] if self.with_mask else [None] * len(arrays)
+        for rec, img, sidx, m in zip(self.records, self.images, self.slice_idx, self.masks, strict=True):
+            if img.dtype not in (np.uint8, np.float16, np.float32) or img.ndim not in (4, 5):
+                raise DataError(f"case {rec.pid}: cached images have dtype {img.dtype} and shape {img.shape}")
+            if len(sidx) != len(img) or (m is not None and len(m) != len(img)):
+                raise DataError(f"case {rec.pid}: cached images, masks and slice_idx differ in length")
+            if self.with_mask and m is None:
+                raise DataError(f"case {rec.pid}: with_mask=True but the case has no mask")
+        self.index: list[tuple[int, int]] = [
+            (c, s) for c, img in enumerate(self.images) for s in range(len(img))
+        ]
+        self.augment = augment
+        self.imagenet_norm = bool(imagenet_norm)
+        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def labels(self) -> list[int]:
+        """Label of every item (slice), ``-1`` when unknown."""
+        return [self._label(c) for c, _ in self.index]
+
+    @property
+    def pids(self) -> list[str]:
+        """Patient id of every item (slice)."""
+        return [self.records[c].pid for c, _ in self.index]
+
+    def _label(self, c: int) -> int:
+        y = self.records[c].label
+        return UNKNOWN_LABEL if y is None else int(y)
+
+    def reseed(self, seed: int) -> None:
+        """Re-seed the augmentation (called per DataLoader worker)."""
+        if self.augment is not None and hasattr(self.augment, "set_random_state"):
+            self.augment.set_random_state(seed=int(seed) % (2**32))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        c, s = self.index[i]
+        raw = torch.from_numpy(np.ascontiguousarray(self.images[c][s]))
+        image = raw.float() / 255.0 if raw.dtype == torch.uint8 else raw.float()
+        item: dict[str, Any] = {"image": image}
+        if self.with_mask:
+            item["mask"] = torch.from_numpy(np.ascontiguousarray(self.masks[c][s])).float().unsqueeze(0)
+        if self.augment is not None:
+            item = dict(self.augment(item))
+            item["image"] = torch.as_tensor(item["image"]).float()
+            if "mask" in item:
+                item["mask"] = torch.as_tensor(item["mask"]).float()
+        if self.imagenet_norm:
+            item["image"] = (item["image"] - self._mean) / self._std
+        item["label"] = torch.tensor(self._label(c), dtype=torch.int64)
+        item["pid"] = self.records[c].pid
+        item["slice_idx"] = torch.tensor(int(self.slice_idx[c][s]), dtype=torch.int64)
+        return item
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: give each worker's augmentation its own seed (differs per epoch)."""
+    info = torch.utils.data.get_worker_info()
+    if info is not None and hasattr(info.dataset, "reseed"):
+        info.dataset.reseed(info.seed)

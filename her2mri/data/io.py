@@ -1,0 +1,224 @@
+"""Reading volumes, masks and RGB slices from disk, with clear errors.
+
+* NIfTI (``.nii``, ``.nii.gz``) is read with nibabel through ``img.dataobj``: integer data keeps its integer
+  type, float data (BreastDCEDL stores uint16 values as float64) is cast to float32. No float64 array is kept.
+* NRRD (``.nrrd``, ``.nhdr``) and other ITK formats (``.mha``, ``.mhd``) are read with SimpleITK.
+* Any unreadable, truncated or corrupt file raises :class:`~her2mri.data.errors.DataError` naming the file.
+
+Axis order: ``axis_order`` names the axes of the file's index order (i, j, k), which is the order nibabel
+returns. BreastDCEDL arrays are stored ``"zyx"`` (axis 0 = slice), the default; a NIfTI/NRRD written by most
+other tools is ``"xyz"``. Arrays are always returned as (z, y, x).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from her2mri.data.errors import DataError
+from her2mri.data.records import CaseRecord
+
+NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
+ITK_SUFFIXES: tuple[str, ...] = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def check_axis_order(axis_order: str) -> str:
+    """Return ``axis_order`` if it is a permutation of ``"zyx"``, else raise ValueError naming it."""
+    if not isinstance(axis_order, str) or sorted(axis_order) != ["x", "y", "z"]:
+        raise ValueError(f"axis_order={axis_order!r} must be a permutation of 'zyx' (e.g. 'zyx' or 'xyz').")
+    return axis_order
+
+
+def _to_zyx_perm(axis_order: str) -> tuple[int, int, int]:
+    order = check_axis_order(axis_order)
+    return (order.index("z"), order.index("y"), order.index("x"))
+
+
+def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    proxy = img.dataobj
+    slope = getattr(proxy, "slope", 1.0)
+    inter = getattr(proxy, "inter", 0.0)
+    if hasattr(proxy, "get_unscaled") and slope in (1.0, None) and inter in (0.0, None):
+        arr = np.asarray(proxy.get_unscaled())
+    else:  # scaled data: let nibabel apply the scaling, at float32 at most
+        arr = np.asarray(proxy, dtype=np.float32)
+    zooms = tuple(float(z) for z in img.header.get_zooms())
+    return arr, zooms
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(img)  # (k, j, i)
+    arr = np.transpose(arr, tuple(range(arr.ndim))[::-1])  # -> (i, j, k), as nibabel
+    return arr, tuple(float(s) for s in img.GetSpacing())
+
+
+def _read_raw(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    name = path.name.lower()
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            arr, zooms = _read_nifti(path)
+        elif name.endswith(ITK_SUFFIXES):
+            arr, zooms = _read_itk(path)
+        else:
+            raise DataError(
+                f"{path}: unsupported volume format (expected one of {NIFTI_SUFFIXES + ITK_SUFFIXES})"
+            )
+    except DataError:
+        raise
+    except Exception as exc:  # nibabel/SimpleITK/zlib raise many types for corrupt files
+        raise DataError(f"{path}: cannot read volume ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 4 and arr.shape[3] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise DataError(f"{path}: expected a 3-D volume, got an array of shape {arr.shape}")
+    return arr, zooms
+
+
+def read_volume(
+    path: str | Path, *, axis_order: str = "zyx", dtype: str | np.dtype = "float32"
+) -> np.ndarray:
+    """Read one 3-D volume as a (z, y, x) array.
+
+    Args:
+        path: NIfTI or NRRD/ITK file.
+        axis_order: axes of the file's index order (``"zyx"`` for BreastDCEDL, ``"xyz"`` for most others).
+        dtype: ``float32`` (default) or ``uint16``/another integer type when the values fit exactly.
+
+    Returns:
+        A C-contiguous (z, y, x) array of ``dtype``.
+
+    Raises:
+        DataError: missing, unreadable, corrupt or non-3-D file; non-finite values.
+    """
+    arr, _ = _read_raw(Path(path))
+    arr = np.ascontiguousarray(np.transpose(arr, _to_zyx_perm(axis_order)))
+    out_dtype = np.dtype(dtype)
+    if out_dtype == np.float64:
+        raise ValueError("dtype='float64' is not allowed: volumes are kept as float32 or integers.")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise DataError(f"{path}: volume contains NaN or infinite values")
+    if out_dtype.kind in "ui" and arr.dtype.kind == "f":
+        info = np.iinfo(out_dtype)
+        if arr.min() < info.min or arr.max() > info.max:
+            raise DataError(f"{path}: values [{arr.min()}, {arr.max()}] do not fit {out_dtype}")
+    return arr.astype(out_dtype, copy=False)
+
+
+def read_header_spacing(path: str | Path, *, axis_order: str = "zyx") -> tuple[float, float, float]:
+    """Voxel spacing from the file header, reordered to (z, y, x).
+
+    BreastDCEDL headers are wrong (1 mm); use this only for sources without spacing metadata.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        if path.name.lower().endswith(NIFTI_SUFFIXES):
+            zooms = tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:3])
+        else:
+            import SimpleITK as sitk
+
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            zooms = tuple(float(s) for s in reader.GetSpacing()[:3])
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read header ({type(exc).__name__}: {exc})") from exc
+    if len(zooms) < 3:
+        raise DataError(f"{path}: header has {len(zooms)} spacing values, expected 3")
+    perm = _to_zyx_perm(axis_order)
+    return (zooms[perm[0]], zooms[perm[1]], zooms[perm[2]])
+
+
+def read_mask(path: str | Path, *, axis_order: str = "zyx") -> np.ndarray:
+    """Read a tumour mask as a binary uint8 (z, y, x) array (any value > 0 is tumour).
+
+    Raises:
+        DataError: unreadable file, or a mask with no tumour voxel.
+    """
+    arr, _ = _read_raw(Path(path))
+    arr = np.transpose(arr, _to_zyx_perm(axis_order))
+    mask = np.ascontiguousarray(arr > 0).astype(np.uint8)
+    if not mask.any():
+        raise DataError(f"{path}: mask is empty (no voxel > 0)")
+    return mask
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an RGB image (PNG/JPEG) as uint8 (H, W, 3); grey images are repeated to 3 channels.
+
+    Raises:
+        DataError: missing or unreadable file, or an image that is neither grey nor RGB(A).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("RGB", "RGBA", "L", "I;16", "I"):
+                raise DataError(f"{path}: unsupported image mode {im.mode!r} (expected RGB or grey)")
+            arr = np.asarray(im.convert("RGB") if im.mode in ("RGBA", "L") else im)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 2:
+        if arr.dtype != np.uint8:
+            raise DataError(f"{path}: 16-bit grey image; expected an 8-bit RGB slice")
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    return np.ascontiguousarray(arr[..., :3], dtype=np.uint8)
+
+
+def load_case_arrays(
+    record: CaseRecord,
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float]]:
+    """Read the three phases and the mask of a volume-based record, checking shapes.
+
+    The axis order comes from ``record.extra["axis_order"]`` (default ``"zyx"``). Without spacing metadata,
+    the header spacing of the pre-contrast file is used.
+
+    Returns:
+        ``(phases, mask, spacing)``: float32 (3, Z, Y, X), uint8 (Z, Y, X) or None, (z, y, x) in mm.
+
+    Raises:
+        DataError: naming the file: missing/corrupt file, phases of different shapes, mask/image mismatch,
+            empty mask.
+    """
+    if record.phase_paths is None or len(record.phase_paths) != 3:
+        raise DataError(f"case {record.pid}: record needs three phase files, got {record.phase_paths}")
+    axis_order = str(record.extra.get("axis_order", "zyx"))
+    vols = [read_volume(p, axis_order=axis_order, dtype="float32") for p in record.phase_paths]
+    for p, v in zip(record.phase_paths[1:], vols[1:], strict=True):
+        if v.shape != vols[0].shape:
+            raise DataError(
+                f"{p}: phase image has shape {v.shape} but the pre-contrast phase "
+                f"{record.phase_paths[0].name} has {vols[0].shape}"
+            )
+    phases = np.stack(vols, axis=0)
+    del vols
+    shape = phases.shape[1:]
+    mask: np.ndarray | None = None
+    if record.mask_path is not None:
+        mask = read_mask(record.mask_path, axis_order=axis_order)
+        if mask.shape != shape:
+            raise DataError(
+                f"{record.mask_path}: mask has shape {mask.shape} but phase image "
+                f"{record.phase_paths[0].name} has {shape}"
+            )
+    spacing = record.spacing
+    if spacing is None:
+        spacing = read_header_spacing(record.phase_paths[0], axis_order=axis_order)
+    return phases, mask, spacing
