@@ -1,0 +1,242 @@
+"""Radiomics case records: image(s), mask, spacing, label, pid, clinical data; and how to read their pixels.
+
+A :class:`RadiomicsCase` is what the radiomics pipelines consume. It is built from a her2mri
+:class:`~her2mri.data.records.CaseRecord` (DCE-MRI phases, :func:`from_case_record`) or from a manifest CSV
+(:func:`read_manifest`), which also covers 2-D ultrasound images (PNG/JPG with pixel spacing in the CSV).
+
+Spacing is always taken from the metadata, in the array axis order: (z, y, x) for volumes, (y, x) for 2-D
+images. The BreastDCEDL NIfTI headers are wrong (1 mm), so headers are used only when a record has no spacing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from her2mri.data.errors import DataError
+from her2mri.data.records import CaseRecord
+
+PHASE_INDEX = {"pre": 0, "early": 1, "late": 2}
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_NOT_CLINICAL = {"axis_order", "mask_start", "mask_end", "n_xy", "n_z", "n_times", "pix_type"}
+
+
+@dataclass
+class RadiomicsCase:
+    """One patient for radiomics.
+
+    Args:
+        pid: patient id.
+        images: image name -> file, e.g. ``{"early": Path(...)}`` or ``{"pre":..., "early":..., "late":...}``
+            (features of each image are prefixed by its name), or ``{"us": Path("x.png")}`` for a 2-D image.
+        mask_path: tumour mask on the same grid (label > 0 is tumour).
+        spacing: voxel size in mm in array order, (z, y, x) or (y, x); None: read from the header (3-D only).
+        label: 0/1 target, None when unknown.
+        split: ``train`` / ``val`` / ``test`` or None.
+        clinical: clinical variables (age, ER, PR, IHC, ...), used by the clinical model and label rules.
+        axis_order: index order of the volume files (``zyx`` for BreastDCEDL, ``xyz`` for most NRRD/NIfTI).
+        mask2_path: a second reader's mask for the ICC filter (optional).
+        breast_mask_path: breast / tissue region the peritumoral rings are clipped to (optional).
+    """
+
+    pid: str
+    images: dict[str, Path]
+    mask_path: Path
+    spacing: tuple[float, ...] | None = None
+    label: int | None = None
+    split: str | None = None
+    clinical: dict[str, Any] = field(default_factory=dict)
+    axis_order: str = "zyx"
+    mask2_path: Path | None = None
+    breast_mask_path: Path | None = None
+
+    @property
+    def is_2d(self) -> bool:
+        """True when the images are 2-D pictures (PNG/JPG...)."""
+        return any(str(p).lower().endswith(IMAGE_2D_SUFFIXES) for p in self.images.values())
+
+    def source_files(self) -> list[Path]:
+        """Every file read for this case, in a fixed order (used by the feature-table cache key)."""
+        files = [Path(self.images[k]) for k in sorted(self.images)] + [Path(self.mask_path)]
+        for p in (self.mask2_path, self.breast_mask_path):
+            if p is not None:
+                files.append(Path(p))
+        return files
+
+
+def from_case_record(record: CaseRecord, phases: Sequence[str] = ("early",)) -> RadiomicsCase:
+    """Turn a her2mri :class:`CaseRecord` (DCE phases + mask) into a :class:`RadiomicsCase`.
+
+    Args:
+        record: a volume-based record with ``phase_paths`` and ``mask_path``.
+        phases: which phases to extract features from, among ``pre``, ``early``, ``late``.
+    """
+    if record.phase_paths is None or record.mask_path is None:
+        raise DataError(f"case {record.pid}: radiomics needs phase files and a mask file (record has none)")
+    images: dict[str, Path] = {}
+    for ph in phases:
+        if ph not in PHASE_INDEX:
+            raise ValueError(f"phases contains {ph!r}: expected names among {sorted(PHASE_INDEX)}")
+        images[ph] = Path(record.phase_paths[PHASE_INDEX[ph]])
+    clinical = {k: v for k, v in record.extra.items() if k not in _NOT_CLINICAL}
+    extra = record.extra
+    return RadiomicsCase(
+        pid=record.pid,
+        images=images,
+        mask_path=Path(record.mask_path),
+        spacing=tuple(float(s) for s in record.spacing) if record.spacing is not None else None,
+        label=record.label,
+        split=record.split,
+        clinical=clinical,
+        axis_order=str(extra.get("axis_order", "zyx")),
+        mask2_path=Path(extra["mask2_path"]) if extra.get("mask2_path") else None,
+        breast_mask_path=Path(extra["breast_mask_path"]) if extra.get("breast_mask_path") else None,
+    )
+
+
+def read_manifest(path: str | Path, image_columns: Sequence[str] = ("image",)) -> list[RadiomicsCase]:
+    """Read radiomics cases from a CSV.
+
+    Required columns: ``pid``, the image column(s), ``mask``; spacing ``spacing_y, spacing_x`` (2-D) and
+    ``spacing_z`` (3-D; absent -> header spacing). Optional: ``label``, ``split``, ``axis_order``, ``mask2``,
+    ``breast_mask``. Every other column is clinical data. Relative paths are relative to the CSV's folder.
+
+    Args:
+        path: the CSV file.
+        image_columns: columns holding image files; each becomes an image name.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found")
+    df = pd.read_csv(path)
+    missing = [c for c in ("pid", "mask", *image_columns) if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
+    known = {"pid", "mask", "label", "split", "axis_order", "mask2", "breast_mask"}
+    known |= {"spacing_z", "spacing_y", "spacing_x", *image_columns}
+    root = path.parent
+
+    def _p(v: Any) -> Path | None:
+        if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "":
+            return None
+        p = Path(str(v))
+        return p if p.is_absolute() else root / p
+
+    cases = []
+    for row in df.to_dict("records"):
+        pid = str(row["pid"])
+        sp: tuple[float, ...] | None = None
+        if "spacing_y" in row and "spacing_x" in row and pd.notna(row["spacing_y"]):
+            sp = (float(row["spacing_y"]), float(row["spacing_x"]))
+            if "spacing_z" in row and pd.notna(row.get("spacing_z")):
+                sp = (float(row["spacing_z"]), *sp)
+        label = row.get("label")
+        if label is not None and pd.notna(label):
+            if float(label) not in (0.0, 1.0):
+                raise DataError(f"{path}: pid {pid}: label {label!r} is not binary (expected 0 or 1)")
+            label = int(label)
+        else:
+            label = None
+        images = {c: _p(row[c]) for c in image_columns}
+        if any(v is None for v in images.values()):
+            raise DataError(f"{path}: pid {pid}: an image path is empty")
+        mask = _p(row["mask"])
+        if mask is None:
+            raise DataError(f"{path}: pid {pid}: mask path is empty")
+        split = row.get("split")
+        cases.append(
+            RadiomicsCase(
+                pid=pid,
+                images=images,  # type: ignore[arg-type]
+                mask_path=mask,
+                spacing=sp,
+                label=label,
+                split=str(split) if split is not None and pd.notna(split) else None,
+                clinical={k: v for k, v in row.items() if k not in known},
+                axis_order=str(row.get("axis_order", "zyx"))
+                if pd.notna(row.get("axis_order", "zyx"))
+                else "zyx",
+                mask2_path=_p(row.get("mask2")),
+                breast_mask_path=_p(row.get("breast_mask")),
+            )
+        )
+    return cases
+
+
+def read_image_2d(path: str | Path) -> np.ndarray:
+    """A 2-D grey image (PNG/JPG...) as float32 (H, W); RGB is converted to luminance."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("F") if im.mode not in ("I;16", "I") else im, dtype=np.float32)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim != 2:
+        raise DataError(f"{path}: expected a 2-D image, got shape {arr.shape}")
+    return arr
+
+
+def read_case_arrays(
+    case: RadiomicsCase, which_mask: str = "mask"
+) -> tuple[dict[str, np.ndarray], np.ndarray, tuple[float, ...]]:
+    """Read a case's images, a mask and its spacing.
+
+    Args:
+        case: the case.
+        which_mask: ``mask`` (tumour), ``mask2`` (second reader) or ``breast_mask``.
+
+    Returns:
+        ``(images, mask, spacing)``: float32 arrays by name, a boolean mask, spacing in array axis order.
+
+    Raises:
+        DataError: naming the file, for unreadable files, shape mismatches or an empty mask.
+    """
+    from her2mri.data.io import read_header_spacing, read_mask, read_volume
+
+    mpath = {"mask": case.mask_path, "mask2": case.mask2_path, "breast_mask": case.breast_mask_path}[
+        which_mask
+    ]
+    if mpath is None:
+        raise DataError(f"case {case.pid}: no {which_mask} file")
+    if case.is_2d:
+        images = {k: read_image_2d(p) for k, p in case.images.items()}
+        mask = read_image_2d(mpath) > 0
+        if case.spacing is None or len(case.spacing) != 2:
+            raise DataError(f"case {case.pid}: a 2-D image needs a (y, x) pixel spacing, got {case.spacing}")
+        spacing = tuple(case.spacing)
+    else:
+        images = {k: read_volume(p, axis_order=case.axis_order) for k, p in case.images.items()}
+        mask = read_mask(mpath, axis_order=case.axis_order).astype(bool)
+        first = next(iter(case.images.values()))
+        spacing = (
+            tuple(case.spacing)
+            if case.spacing is not None
+            else read_header_spacing(first, axis_order=case.axis_order)
+        )
+        if len(spacing) != 3:
+            raise DataError(f"case {case.pid}: a volume needs a (z, y, x) spacing, got {spacing}")
+    for name, img in images.items():
+        if img.shape != mask.shape:
+            raise DataError(
+                f"{mpath}: mask has shape {mask.shape} but image {case.images[name]} has {img.shape}"
+            )
+    if not mask.any():
+        raise DataError(f"{mpath}: mask is empty (no voxel > 0)")
+    return images, mask, spacing
+
+
+def cases_frame(cases: Iterable[RadiomicsCase]) -> pd.DataFrame:
+    """Labels, splits and clinical variables of the cases, indexed by pid."""
+    rows = []
+    for c in cases:
+        rows.append({"pid": c.pid, "label": c.label, "split": c.split, **c.clinical})
+    return pd.DataFrame(rows).set_index("pid")
