@@ -1,0 +1,89 @@
+"""``her2mri-report RUN_OR_CSV [RUN_OR_CSV ...] --out DIR``: HTML evaluation report of one or more models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+from her2mri.report.build import DEFAULT_MAX_GRADCAM
+from her2mri.report.compute import DEFAULT_N_BOOT, FALLBACK_THRESHOLD
+
+
+def _threshold(text: str) -> str | float:
+    if text == "youden":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'youden' or a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be 'youden' or a number in [0, 1], got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser of ``her2mri-report``."""
+    p = argparse.ArgumentParser(
+        prog="her2mri-report",
+        description="Self-contained HTML evaluation report (plus PNGs and report.json with every number) "
+        "from "
+        "run directories (predictions/{split}_patients.csv) or patient-level predictions CSVs "
+        "(pid,label,prob[,site]). Name a model with NAME=PATH.",
+    )
+    p.add_argument(
+        "sources", nargs="+", metavar="RUN_OR_CSV", help="run directory or CSV, optionally NAME=PATH"
+    )
+    p.add_argument("--out", required=True, help="output folder (report.html, report.json, PNGs)")
+    p.add_argument("--split", default="test", help="split evaluated in run directories (default test)")
+    p.add_argument(
+        "--val-split", default="val",
+        help="split whose predictions choose the Youden threshold (default val; 'none' to never use one)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", type=_threshold, default="youden",
+        help="'youden' (default: chosen on --val-split, applied to --split; fixed "
+        f"{FALLBACK_THRESHOLD} when a model has no validation predictions) or a fixed probability",
+    )  # fmt: skip
+    p.add_argument(
+        "--n-boot", type=int, default=DEFAULT_N_BOOT, help=f"bootstrap replicates (default {DEFAULT_N_BOOT})"
+    )
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--conf-level", type=float, default=0.95, help="confidence level (default 0.95)")
+    p.add_argument("--title", default="HER2 evaluation report", help="report title")
+    p.add_argument(
+        "--max-gradcam", type=int, default=DEFAULT_MAX_GRADCAM,
+        help=f"Grad-CAM PNGs per run shown in the gallery (default {DEFAULT_MAX_GRADCAM}; 0 = none)",
+    )  # fmt: skip
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    from her2mri.report.build import build_report  # heavy imports after argument parsing
+
+    t0 = time.perf_counter()
+    try:
+        paths = build_report(
+            args.sources,
+            args.out,
+            split=args.split,
+            val_split=None if args.val_split.lower() == "none" else args.val_split,
+            threshold=args.threshold,
+            n_boot=args.n_boot,
+            seed=args.seed,
+            conf_level=args.conf_level,
+            title=args.title,
+            max_gradcam=args.max_gradcam,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"her2mri-report: error: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    print(f"her2mri-report: wrote {paths.html} and {paths.json} ({time.perf_counter() - t0:.1f} s)")  # noqa: T201
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""The evaluation report: ``her2mri-report`` (HTML + PNGs + JSON) and metrics with CIs for metrics.json."""
+
+from her2mri.report.build import ReportPaths, build_report
+from her2mri.report.collect import ModelSource, SplitPredictions, load_sources, read_predictions_csv
+from her2mri.report.compute import compute_report, patient_metrics_with_ci
+
+__all__ = [
+    "ModelSource",
+    "ReportPaths",
+    "SplitPredictions",
+    "build_report",
+    "compute_report",
+    "load_sources",
+    "patient_metrics_with_ci",
+    "read_predictions_csv",
+]
