@@ -1,0 +1,130 @@
+"""From a Hydra config to a datamodule: views vs. model, PreprocessConfig, synthetic cohort on first use.
+
+Views: the model's ``num_views`` decides how many views a sample has. ``preprocess.views: auto`` (the default
+of every ``preprocess/`` file) picks ``adjacent`` for 3-view models (THDA-ResNet) and ``single`` otherwise;
+an explicit value that disagrees with the model is an error with a message saying what to set.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from her2mri.data.preprocess_config import PreprocessConfig
+
+log = logging.getLogger(__name__)
+
+AUTO_VIEWS = "auto"
+_DONE_MARKER = ".her2mri_complete"
+
+
+def resolve_views(views: str | None, num_views: int, model_name: str = "model") -> str:
+    """The ``views`` setting that matches a model with ``num_views`` inputs.
+
+    Args:
+        views: ``auto`` (or None), ``single``, ``adjacent`` or ``scales``.
+        num_views: the model's ``num_views`` (1 or 3).
+        model_name: named in the error message.
+
+    Returns:
+        ``single`` for 1-view models, ``adjacent`` (when auto) or the given 3-view setting for 3-view models.
+
+    Raises:
+        ValueError: ``views`` disagrees with ``num_views``, or ``num_views`` is not 1 or 3.
+
+    Example:
+        >>> resolve_views("auto", 3)
+        'adjacent'
+    """
+    if num_views not in (1, 3):
+        raise ValueError(f"num_views={num_views!r} of model {model_name!r} must be 1 or 3.")
+    if views is None or views == AUTO_VIEWS:
+        return "adjacent" if num_views == 3 else "single"
+    if num_views == 1 and views != "single":
+        raise ValueError(
+            f"preprocess.views={views!r} gives 3 views per sample but model {model_name!r} takes one image "
+            "(num_views=1); set preprocess.views=single or auto."
+        )
+    if num_views == 3 and views == "single":
+        raise ValueError(
+            f"preprocess.views='single' gives one view per sample but model {model_name!r} takes 3 views "
+            "(num_views=3); set preprocess.views=adjacent, scales or auto."
+        )
+    return views
+
+
+def preprocess_from_cfg(
+    pre_cfg: Mapping[str, Any], num_views: int, model_name: str = "model"
+) -> PreprocessConfig:
+    """Build the :class:`PreprocessConfig` of a run, resolving ``views: auto`` against the model.
+
+    Args:
+        pre_cfg: the ``preprocess`` node (plain mapping; keys are PreprocessConfig fields).
+        num_views: the model's number of views.
+        model_name: named in error messages.
+
+    Returns:
+        The frozen config.
+    """
+    d = dict(pre_cfg)
+    d["views"] = resolve_views(d.get("views"), num_views, model_name)
+    return PreprocessConfig.from_dict(d)
+
+
+def ensure_synthetic_cohort(root: str | Path, n: int, seed: int, **kwargs: Any) -> Path:
+    """Build the synthetic cohort under ``root`` on first use; later calls with the same arguments reuse it.
+
+    A marker file holding the arguments is written last, so an interrupted build, or a folder built with other
+    arguments (e.g. another ``difficulty``), is rebuilt rather than reused.
+
+    Args:
+        root: cohort folder (e.g. ``<cache_dir>/synthetic_n60_s0``).
+        n: number of patients.
+        seed: random seed of the cohort.
+        **kwargs: further :func:`her2mri.data.synth.make_synthetic_cohort` arguments (shape, difficulty...).
+
+    Returns:
+        ``root``.
+    """
+    root = Path(root)
+    marker = root / _DONE_MARKER
+    kwargs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in kwargs.items() if v is not None}
+    params = json.dumps({"n": int(n), "seed": int(seed), **kwargs}, sort_keys=True)
+    if marker.is_file():
+        if marker.read_text(encoding="utf-8").strip() == params:
+            return root
+        log.warning("synthetic cohort %s was built with other arguments: rebuilding it", root)
+    from her2mri.data.synth import make_synthetic_cohort
+
+    if root.exists():
+        shutil.rmtree(root)
+    tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    t0 = time.perf_counter()
+    call = {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()}
+    make_synthetic_cohort(tmp, n=int(n), seed=int(seed), **call)
+    (tmp / _DONE_MARKER).write_text(params + "\n", encoding="utf-8")
+    try:
+        tmp.rename(root)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("synthetic cohort of %d patients written to %s in %.1f s", n, root, time.perf_counter() - t0)
+    return root
+
+
+def sites_of(datamodule: Any) -> dict[str, str | None] | None:
+    """``pid -> site`` from a datamodule exposing ``records`` (CaseRecord list), else None."""
+    records: Sequence[Any] | None = getattr(datamodule, "records", None)
+    if callable(records):
+        records = records()
+    if not records:
+        return None
+    sites = {str(r.pid): r.site for r in records if getattr(r, "site", None)}
+    return sites or None

@@ -1,0 +1,427 @@
+"""``HER2Classifier``: the LightningModule that trains and evaluates every her2mri image model.
+
+The model is stored as a *spec* (``{"name": ..., **kwargs}`` for :func:`her2mri.models.create_model`) in the
+hyper-parameters, never as an ``nn.Module``, so ``HER2Classifier.load_from_checkpoint(path)`` rebuilds it in a
+notebook without Hydra. Optimizer and scheduler arrive from Hydra as ``_partial_`` callables; without them the
+module builds AdamW + cosine with linear warm-up from its own hyper-parameters.
+
+Validation and test predictions are kept per slice (on the device, no host sync per step), gathered from all
+DDP ranks at the end of the epoch, de-duplicated on ``(pid, slice_idx)``, aggregated per patient (median by
+default) and scored there; see :mod:`her2mri.training.aggregation`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchmetrics import MaxMetric
+from torchmetrics.classification import BinaryAUROC
+
+from her2mri.training.aggregation import (
+    AGGREGATIONS,
+    PatientPredictions,
+    SlicePredictions,
+    aggregate_patients,
+    collect_slices,
+)
+from her2mri.training.losses import LOSSES, balanced_class_weights, build_loss
+from her2mri.training.metrics import binary_metrics, prefixed
+from her2mri.training.schedulers import cosine_with_warmup
+
+DEFAULT_SCHEDULES: tuple[str, ...] = ("cosine_warmup", "constant")
+
+
+def model_spec_from(model: Mapping[str, Any] | str) -> dict[str, Any]:
+    """Normalise a model spec to a plain dict ``{"name": str, **kwargs}``.
+
+    Args:
+        model: a registered model name, or a mapping with a ``name`` key plus constructor kwargs
+            (an OmegaConf node works too).
+
+    Returns:
+        A new plain dict (nested containers converted).
+
+    Raises:
+        ValueError: no usable ``name``.
+    """
+    if isinstance(model, str):
+        return {"name": model}
+    if not isinstance(model, Mapping):
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(model, DictConfig):
+                model = OmegaConf.to_container(model, resolve=True)  # type: ignore[assignment]
+        except ImportError:  # pragma: no cover - omegaconf is a dependency
+            pass
+    if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
+        raise ValueError(f"model={model!r} must be a model name or a mapping with a 'name' key.")
+    spec = {str(k): v for k, v in model.items() if k != "_target_"}
+    return spec
+
+
+class HER2Classifier(L.LightningModule):
+    """HER2 status classifier over any her2mri model, with slice- and patient-level metrics.
+
+    Args:
+        model: model spec: a registered name or ``{"name": ..., **kwargs}`` for ``create_model``
+            (``None`` kwargs are ignored by ``create_model``).
+        loss: ``ce`` (cross-entropy, the paper's loss) or ``focal``.
+        class_weights: per-class loss weights, ``"balanced"`` (``n / (2 n_c)`` from the training labels of
+            the datamodule, resolved at the start of fit and stored as numbers in the checkpoint) or None.
+        label_smoothing: label smoothing in [0, 1).
+        focal_gamma: focusing parameter of the focal loss.
+        optimizer: partial optimizer, called as ``optimizer(params=...)``; None -> AdamW(lr, weight_decay).
+        scheduler: partial scheduler, called as ``scheduler(optimizer=..., total_steps=...)`` (``total_steps``
+            only when it accepts it); stepped every optimizer step. None -> ``default_schedule``.
+        lr: learning rate of the default AdamW (used only when ``optimizer`` is None).
+        weight_decay: weight decay of the default AdamW.
+        default_schedule: ``cosine_warmup`` (default) or ``constant``, used when ``scheduler`` is None.
+        warmup_fraction: warm-up fraction of the default cosine schedule.
+        aggregation: slice -> patient score: ``median`` (default, the paper's best), ``mean`` or ``max``.
+        threshold: probability threshold for accuracy, sensitivity, specificity (see
+            :mod:`her2mri.training.metrics` for the rule).
+        data_spec: preprocessing and data settings used in training
+            (``{"preprocess": {...}, "data": {...}}``), stored so that evaluation reproduces them.
+        optimizer_config: the optimizer/scheduler config as plain data, stored for the record only.
+
+    Example:
+        >>> clf = HER2Classifier({"name": "resnet34", "pretrained": False})  # doctest: +SKIP
+        >>> clf = HER2Classifier.load_from_checkpoint("runs/x/checkpoints/best.ckpt")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any] | str = "thda_resnet34",
+        loss: str = "ce",
+        class_weights: Sequence[float] | str | None = "balanced",
+        label_smoothing: float = 0.0,
+        focal_gamma: float = 2.0,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        lr: float = 3e-4,
+        weight_decay: float = 0.05,
+        default_schedule: str = "cosine_warmup",
+        warmup_fraction: float = 0.05,
+        aggregation: str = "median",
+        threshold: float = 0.5,
+        data_spec: Mapping[str, Any] | None = None,
+        optimizer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        spec = model_spec_from(model)
+        if loss not in LOSSES:
+            raise ValueError(f"loss={loss!r} is not valid. Valid values: {', '.join(LOSSES)}.")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(
+                f"aggregation={aggregation!r} is not valid. Valid values: {', '.join(AGGREGATIONS)}."
+            )
+        if default_schedule not in DEFAULT_SCHEDULES:
+            raise ValueError(
+                f"default_schedule={default_schedule!r} is not valid. "
+                f"Valid values: {', '.join(DEFAULT_SCHEDULES)}."
+            )
+        if not 0.0 <= float(threshold) <= 1.0:
+            raise ValueError(f"threshold={threshold!r} must be in [0, 1].")
+        if isinstance(class_weights, str) and class_weights != "balanced":
+            raise ValueError(
+                f"class_weights={class_weights!r} must be 'balanced', a list of numbers or None."
+            )
+        if class_weights is not None and not isinstance(class_weights, str):
+            class_weights = [float(w) for w in class_weights]
+        self.save_hyperparameters(
+            {
+                "model": spec,
+                "loss": loss,
+                "class_weights": class_weights,
+                "label_smoothing": float(label_smoothing),
+                "focal_gamma": float(focal_gamma),
+                "lr": float(lr),
+                "weight_decay": float(weight_decay),
+                "default_schedule": default_schedule,
+                "warmup_fraction": float(warmup_fraction),
+                "aggregation": aggregation,
+                "threshold": float(threshold),
+                "data_spec": _plain(data_spec) if data_spec is not None else None,
+                "optimizer_config": _plain(optimizer_config) if optimizer_config is not None else None,
+            }
+        )
+        self._optimizer_factory = optimizer
+        self._scheduler_factory = scheduler
+
+        from her2mri.models import create_model  # local import: keeps `import her2mri.training` light
+
+        name = spec["name"]
+        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        self.model: nn.Module = create_model(name, **kwargs)
+        self._build_loss()
+
+        self.train_auroc = BinaryAUROC()
+        self.val_auroc_best = MaxMetric()
+        self.val_auroc_best.persistent(True)  # survives a resume from checkpoint
+        #: per-stage buffers of (pids, slice_idx, labels, probs) filled by the eval steps
+        self._buffers: dict[str, list[tuple[list[str], Tensor, Tensor, Tensor]]] = {}
+        #: last aggregated predictions per stage name: (slices, patients)
+        self.predictions: dict[str, tuple[SlicePredictions, PatientPredictions]] = {}
+        #: last computed epoch-end metrics per stage name
+        self.stage_metrics: dict[str, dict[str, float]] = {}
+        #: name used in metric keys for ``trainer.test`` (eval may set it to e.g. ``"all"``)
+        self.test_stage_name = "test"
+
+    # ------------------------------------------------------------------ model
+    @property
+    def num_views(self) -> int:
+        """Number of views the model expects (1: ``(B, 3, H, W)``, 3: ``(B, 3, 3, H, W)``)."""
+        return int(getattr(self.model, "num_views", 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)`` of the model."""
+        return self.model(x)
+
+    @torch.no_grad()
+    def predict_proba(self, x: Tensor) -> Tensor:
+        """Positive-class probabilities ``(B,)`` of a batch of images (eval mode is the caller's choice)."""
+        return torch.softmax(self(x).float(), dim=-1)[:, 1]
+
+    def _build_loss(self) -> None:
+        cw = self.hparams.class_weights
+        weights = None if (cw is None or isinstance(cw, str)) else cw
+        self.loss_fn = build_loss(
+            self.hparams.loss,
+            class_weights=weights,
+            label_smoothing=self.hparams.label_smoothing,
+            focal_gamma=self.hparams.focal_gamma,
+        )
+
+    def set_class_weights(self, weights: Sequence[float] | None) -> None:
+        """Fix the loss class weights (stored in hparams, hence in the checkpoint)."""
+        self.hparams.class_weights = None if weights is None else [float(w) for w in weights]
+        self._build_loss()
+        self.loss_fn.to(self.device)
+
+    def setup(self, stage: str) -> None:
+        """Resolve ``class_weights="balanced"`` from the datamodule's training labels at fit time."""
+        if stage != "fit" or self.hparams.class_weights != "balanced":
+            return
+        labels = _train_labels(self.trainer.datamodule if self._trainer is not None else None)
+        if labels is None:
+            warnings.warn(
+                "class_weights='balanced' but the datamodule exposes no training labels "
+                "(train_labels()); training with unweighted loss.",
+                stacklevel=2,
+            )
+            self.set_class_weights(None)
+        else:
+            self.set_class_weights(balanced_class_weights(labels, num_classes=2))
+
+    # ------------------------------------------------------------------ steps
+    def _logits_and_loss(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
+        image = batch["image"]
+        label = batch["label"].long()
+        logits = self(image)
+        loss = self.loss_fn(logits.float(), label)
+        return logits, label, loss
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        """One optimisation step; metrics stay on the device (no host sync)."""
+        logits, label, loss = self._logits_and_loss(batch)
+        prob = torch.softmax(logits.detach().float(), dim=-1)[:, 1]
+        self.train_auroc.update(prob, label)
+        bs = label.shape[0]
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log("train/auroc_slice", self.train_auroc, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
+        label = batch["label"].long()
+        logits = self(batch["image"])
+        prob = torch.softmax(logits.float(), dim=-1)[:, 1]
+        labelled = label >= 0  # label -1: unknown (external cohorts scored without labels)
+        n_labelled = int(labelled.sum())  # one host sync per eval batch (never in training steps)
+        if n_labelled:
+            # rank-local mean (not synced: a rank may see no labelled slice; patient metrics are gathered)
+            loss = self.loss_fn(logits[labelled].float(), label[labelled])
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n_labelled)
+        pids = [str(p) for p in batch["pid"]]
+        sidx = batch.get("slice_idx")
+        if sidx is None:
+            sidx = torch.zeros_like(label)
+        sidx = torch.as_tensor(sidx, device=label.device).long().reshape(-1)
+        self._buffers.setdefault(stage, []).append((pids, sidx.detach(), label.detach(), prob.detach()))
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Score one validation batch (kept per slice until the end of the epoch)."""
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """Score one test batch (kept per slice until the end of the epoch)."""
+        self._eval_step(batch, self.test_stage_name)
+
+    def predict_step(
+        self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Any]:
+        """Per-slice probabilities: ``{"pid", "slice_idx", "prob"}`` (and ``label`` when present)."""
+        prob = torch.softmax(self(batch["image"]).float(), dim=-1)[:, 1]
+        out: dict[str, Any] = {"pid": list(batch["pid"]), "prob": prob.cpu()}
+        if "slice_idx" in batch:
+            out["slice_idx"] = torch.as_tensor(batch["slice_idx"]).cpu()
+        if "label" in batch:
+            out["label"] = torch.as_tensor(batch["label"]).cpu()
+        return out
+
+    # ------------------------------------------------------------------ epoch ends
+    def on_validation_epoch_start(self) -> None:
+        """Clear the validation buffer."""
+        self._buffers.pop("val", None)
+
+    def on_test_epoch_start(self) -> None:
+        """Clear the test buffer."""
+        self._buffers.pop(self.test_stage_name, None)
+
+    def on_validation_epoch_end(self) -> None:
+        """Aggregate per patient, log ``val/*`` and the running best ``val/auroc_patient_best``."""
+        metrics = self._finish_stage("val")
+        if metrics is None or self.trainer.sanity_checking:
+            return
+        auc = metrics.get("val/auroc_patient", float("nan"))
+        if math.isfinite(auc):
+            self.val_auroc_best.update(torch.tensor(auc, device=self.device))
+        if self.val_auroc_best.update_called:
+            self.log("val/auroc_patient_best", self.val_auroc_best.compute(), sync_dist=False)
+
+    def on_test_epoch_end(self) -> None:
+        """Aggregate per patient and log the test metrics."""
+        self._finish_stage(self.test_stage_name)
+
+    def _finish_stage(self, stage: str) -> dict[str, float] | None:
+        chunks = self._buffers.pop(stage, [])
+        pids: list[str] = [p for c in chunks for p in c[0]]
+        if chunks:
+            sidx = torch.cat([c[1] for c in chunks]).cpu().numpy()
+            labels = torch.cat([c[2] for c in chunks]).cpu().numpy()
+            probs = torch.cat([c[3] for c in chunks]).double().cpu().numpy()
+        else:
+            sidx = labels = np.zeros(0, dtype=np.int64)
+            probs = np.zeros(0, dtype=np.float64)
+        pids, sidx, labels, probs = _gather_across_ranks(pids, sidx, labels, probs)
+        slices = collect_slices(pids, sidx, labels, probs)
+        if len(slices) == 0:
+            return None
+        patients = aggregate_patients(slices, self.hparams.aggregation)
+        thr = self.hparams.threshold
+        s_ok, p_ok = slices.labels >= 0, patients.labels >= 0
+        metrics = prefixed(binary_metrics(slices.probs[s_ok], slices.labels[s_ok], thr), stage, "slice")
+        metrics.update(
+            prefixed(binary_metrics(patients.probs[p_ok], patients.labels[p_ok], thr), stage, "patient")
+        )
+        metrics[f"{stage}/n_patients"] = float(len(patients))
+        metrics[f"{stage}/n_slices"] = float(len(slices))
+        # every rank holds the same gathered data, hence the same values: no further sync
+        self.log_dict(metrics, sync_dist=False, prog_bar=False)
+        self.predictions[stage] = (slices, patients)
+        self.stage_metrics[stage] = metrics
+        return metrics
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> Any:
+        """Optimizer (Hydra partial or default AdamW) and a per-step scheduler."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        if self._optimizer_factory is not None:
+            optimizer = self._optimizer_factory(params=params)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        total = self._total_steps()
+        if self._scheduler_factory is not None:
+            factory = self._scheduler_factory
+            kwargs: dict[str, Any] = {"optimizer": optimizer}
+            if _accepts(factory, "total_steps"):
+                kwargs["total_steps"] = total
+            scheduler = factory(**kwargs)
+        elif self.hparams.default_schedule == "cosine_warmup":
+            scheduler = cosine_with_warmup(
+                optimizer, total_steps=total, warmup_fraction=self.hparams.warmup_fraction
+            )
+        else:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        try:
+            total = self.trainer.estimated_stepping_batches
+        except Exception:  # noqa: BLE001 - no trainer attached or no length known
+            return 1000
+        if total is None or not math.isfinite(float(total)) or total < 1:
+            return 1000
+        return int(total)
+
+
+def _plain(obj: Any) -> Any:
+    """Convert OmegaConf containers and tuples to plain dicts/lists (for hparams and JSON)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(obj, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(obj, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    params = sig.parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _train_labels(datamodule: Any) -> list[int] | None:
+    """Training labels from a datamodule exposing ``train_labels()`` (or ``train_labels`` list), else None."""
+    if datamodule is None:
+        return None
+    labels = getattr(datamodule, "train_labels", None)
+    if callable(labels):
+        labels = labels()
+    if labels is None:
+        return None
+    labels = [int(v) for v in labels]
+    return labels or None
+
+
+def _gather_across_ranks(
+    pids: list[str], sidx: np.ndarray, labels: np.ndarray, probs: np.ndarray
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Concatenate the per-slice predictions of every DDP rank (identity in a single process)."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return pids, sidx, labels, probs
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (pids, sidx.tolist(), labels.tolist(), probs.tolist()))
+    out_p: list[str] = []
+    out_s: list[int] = []
+    out_l: list[int] = []
+    out_q: list[float] = []
+    for p, s, lab, q in gathered:
+        out_p += p
+        out_s += s
+        out_l += lab
+        out_q += q
+    return (
+        out_p,
+        np.asarray(out_s, dtype=np.int64),
+        np.asarray(out_l, dtype=np.int64),
+        np.asarray(out_q, dtype=np.float64),
+    )

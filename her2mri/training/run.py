@@ -1,0 +1,369 @@
+"""``train(cfg)`` and ``evaluate(cfg)``: the bodies of ``her2mri-train`` and ``her2mri-eval``.
+
+Both take a composed Hydra config (``conf/train.yaml`` / ``conf/eval.yaml``), build datamodule, module,
+trainer, callbacks and loggers from it, run, and write ``metrics.json`` and ``predictions/`` into
+``cfg.paths.output_dir``. They are wrapped by :func:`task_wrapper`, which closes the loggers and writes a
+``metrics.json`` with ``"status": "failed"`` when the run raises, so one failing job of a multirun does not
+poison the next. ``train`` returns its metrics dict; :func:`metric_value` picks ``optimized_metric`` for
+sweepers.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from her2mri.training.data_setup import ensure_synthetic_cohort, preprocess_from_cfg, sites_of
+from her2mri.training.metrics import binary_metrics, prefixed, youden_threshold
+from her2mri.training.outputs import write_metrics_json, write_predictions
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS: tuple[str, ...] = ("auroc_patient", "balanced_accuracy_patient", "auroc_slice")
+
+
+# ---------------------------------------------------------------------- wrapper
+def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+    """Run a task; on failure write ``metrics.json`` (``status: failed``) and re-raise; close loggers."""
+
+    @functools.wraps(fn)
+    def wrapped(cfg: DictConfig) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        try:
+            return fn(cfg)
+        except Exception as exc:
+            log.error("%s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
+            out = _output_dir(cfg, create=False)
+            if out is not None:
+                try:
+                    write_metrics_json(
+                        out / "metrics.json",
+                        {},
+                        _plain_cfg(cfg),
+                        status="failed",
+                        error=f"{type(exc).__name__}: {exc}",
+                        wall_time_s=round(time.perf_counter() - t0, 2),
+                    )
+                except Exception:  # noqa: BLE001 - never mask the original error
+                    log.exception("could not write metrics.json of the failed run")
+            raise
+        finally:
+            _close_loggers()
+            log.info("%s: %.1f s", fn.__name__, time.perf_counter() - t0)
+
+    return wrapped
+
+
+def _close_loggers() -> None:
+    """Finish an open wandb run (a no-op when wandb was never imported)."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def metric_value(metrics: Mapping[str, Any], name: str | None) -> float | None:
+    """The value of ``name`` in ``metrics`` (for Hydra sweepers); None when ``name`` is None.
+
+    Raises:
+        KeyError: ``name`` is not among the metrics (the message lists them).
+    """
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} is not among the run metrics: {sorted(metrics)}")
+    value = metrics[name]
+    return None if value is None else float(value)
+
+
+# ---------------------------------------------------------------------- helpers
+def _plain_cfg(cfg: DictConfig) -> dict[str, Any]:
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+    except Exception:  # noqa: BLE001 - an unresolvable config must not hide the real error
+        return OmegaConf.to_container(cfg, resolve=False)  # type: ignore[return-value]
+
+
+def _output_dir(cfg: DictConfig, create: bool = True) -> Path | None:
+    try:
+        out = Path(str(cfg.paths.output_dir)).resolve()
+    except Exception:  # noqa: BLE001
+        return None
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _require_output_dir(cfg: DictConfig) -> Path:
+    out = _output_dir(cfg)
+    if out is None:
+        raise ValueError("paths.output_dir is not set (run through the CLI, or set it when composing).")
+    return out
+
+
+def setup_runtime(cfg: DictConfig) -> None:
+    """Seeds (``seed_everything(seed, workers=True)``), matmul precision and the number of CPU threads."""
+    import lightning as L
+
+    if cfg.get("seed") is not None:
+        L.seed_everything(int(cfg.seed), workers=True)
+    precision = cfg.get("matmul_precision")
+    if precision:
+        torch.set_float32_matmul_precision(str(precision))
+    threads = cfg.get("num_threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def build_datamodule(data_cfg: DictConfig, preprocess: Mapping[str, Any]) -> Any:
+    """Instantiate ``cfg.data`` with the resolved preprocessing; build the synthetic cohort first if asked.
+
+    A ``synthetic`` block in the data config (``n``, ``seed`` and other
+    :func:`her2mri.data.synth.make_synthetic_cohort` arguments) means: write that cohort to ``data.root`` on
+    first use, then read it like any BreastDCEDL folder.
+    """
+    from hydra.utils import instantiate
+
+    data = OmegaConf.to_container(data_cfg, resolve=True)
+    if not isinstance(data, dict):
+        raise ValueError(f"data config must be a mapping, got {data!r}.")
+    synth = data.pop("synthetic", None)
+    if synth:
+        synth = dict(synth)
+        ensure_synthetic_cohort(data["root"], n=synth.pop("n"), seed=synth.pop("seed"), **synth)
+    return instantiate(data, preprocess=dict(preprocess), _convert_="all")
+
+
+def _instantiate_group(node: DictConfig | None) -> list[Any]:
+    from hydra.utils import instantiate
+
+    objs: list[Any] = []
+    if not node:
+        return objs
+    for _, sub in node.items():
+        if isinstance(sub, DictConfig) and "_target_" in sub:
+            objs.append(instantiate(sub, _convert_="partial"))
+    return objs
+
+
+def _model_spec(model_cfg: DictConfig) -> dict[str, Any]:
+    spec = OmegaConf.to_container(model_cfg, resolve=True)
+    if not isinstance(spec, dict):
+        raise ValueError(f"model config must be a mapping with a 'name' key, got {spec!r}.")
+    return spec
+
+
+#: data settings that change the image values and are therefore taken from the checkpoint by evaluate()
+EVAL_DATA_KEYS: tuple[str, ...] = ("imagenet_norm",)
+
+
+def _data_settings(data_cfg: DictConfig) -> dict[str, Any]:
+    """Data settings of the training run, stored in the checkpoint (provenance; EVAL_DATA_KEYS are reused)."""
+    skip = {
+        "_target_",
+        "num_workers",
+        "pin_memory",
+        "persistent_workers",
+        "progress",
+        "num_preprocess_workers",
+    }
+    plain = OmegaConf.to_container(data_cfg, resolve=True)
+    return {k: v for k, v in plain.items() if k not in skip} if isinstance(plain, dict) else {}
+
+
+def _collect_stage(
+    module: Any, stage: str, out_dir: Path, sites: Mapping[str, str | None] | None
+) -> dict[str, float]:
+    if stage not in module.stage_metrics:
+        return {}
+    slices, patients = module.predictions[stage]
+    write_predictions(out_dir, stage, slices, patients, sites)
+    return dict(module.stage_metrics[stage])
+
+
+def _valthr_metrics(module: Any, test_stage: str, threshold: float) -> dict[str, float]:
+    """Test patient metrics at a threshold chosen on the validation patients (Youden)."""
+    if not math.isfinite(threshold) or test_stage not in module.predictions:
+        return {}
+    _, patients = module.predictions[test_stage]
+    m = binary_metrics(patients.probs, patients.labels, threshold)
+    m.pop("auroc")
+    out = prefixed(m, test_stage, "patient", "_valthr")
+    out[f"{test_stage}/threshold_valthr"] = threshold
+    return out
+
+
+def format_summary(title: str, metrics: Mapping[str, Any], stages: tuple[str, ...], out_dir: Path) -> str:
+    """A short human-readable summary of the patient-level results."""
+    lines = [f"== {title} ==", f"run dir: {out_dir}"]
+    for stage in stages:
+        n = metrics.get(f"{stage}/n_patients")
+        if n is None:
+            continue
+        parts = []
+        for key in SUMMARY_KEYS:
+            v = metrics.get(f"{stage}/{key}")
+            parts.append(f"{key}={v:.3f}" if isinstance(v, float) and math.isfinite(v) else f"{key}=n/a")
+        lines.append(f"{stage:>5}: {int(n)} patients  " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- train
+@task_wrapper
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (optional), then evaluate the best checkpoint on val and test; write metrics and predictions.
+
+    Args:
+        cfg: composed ``train`` config.
+
+    Returns:
+        The metrics dict (``stage/name -> float``) also written to ``metrics.json``.
+    """
+    from hydra.utils import instantiate
+
+    t0 = time.perf_counter()
+    out_dir = _require_output_dir(cfg)
+    setup_runtime(cfg)
+
+    spec = _model_spec(cfg.model)
+    optimizer_cfg = OmegaConf.to_container(
+        OmegaConf.masked_copy(cfg.module, [k for k in ("optimizer", "scheduler") if k in cfg.module]),
+        resolve=True,
+    )
+    module = instantiate(cfg.module, model=spec, _convert_="partial")
+    # set after instantiate: passed through instantiate, the `_target_` nodes would become objects
+    module.hparams.optimizer_config = optimizer_cfg
+    pre = preprocess_from_cfg(
+        OmegaConf.to_container(cfg.preprocess, resolve=True), module.num_views, spec["name"]
+    )
+    module.hparams.data_spec = {"preprocess": pre.to_dict(), "data": _data_settings(cfg.data)}
+    log.info("model %s (%d parameters), views=%s", spec["name"], _n_params(module), pre.views)
+
+    datamodule = build_datamodule(cfg.data, pre.to_dict())
+    loggers = _instantiate_group(cfg.get("logger"))
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    if not loggers:
+        from lightning.pytorch.callbacks import LearningRateMonitor
+
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial")
+
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics: dict[str, Any] = {}
+    for key in ("val/auroc_patient_best", "train/loss_epoch", "train/auroc_slice"):
+        if key in trainer.callback_metrics:
+            metrics[key] = float(trainer.callback_metrics[key])
+
+    ckpt = _best_checkpoint(trainer)
+    sites = sites_of(datamodule)
+    stages: list[str] = []
+    if cfg.get("validate", True):
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        metrics.update(_collect_stage(module, "val", out_dir, sites))
+        stages.append("val")
+    if cfg.get("test", True):
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        metrics.update(_collect_stage(module, "test", out_dir, sites))
+        stages.append("test")
+    if "val" in module.predictions:
+        _, val_patients = module.predictions["val"]
+        metrics.update(
+            _valthr_metrics(module, "test", youden_threshold(val_patients.probs, val_patients.labels))
+        )
+
+    wall = round(time.perf_counter() - t0, 2)
+    write_metrics_json(
+        out_dir / "metrics.json", metrics, _plain_cfg(cfg), status="ok", ckpt_path=ckpt, wall_time_s=wall
+    )
+    summary = format_summary(f"her2mri-train: {spec['name']} ({wall:.0f} s)", metrics, tuple(stages), out_dir)
+    print(summary, flush=True)  # noqa: T201 - the CLI's final summary
+    return metrics
+
+
+def _best_checkpoint(trainer: Any) -> str | None:
+    cb = getattr(trainer, "checkpoint_callback", None)
+    path = getattr(cb, "best_model_path", "") if cb is not None else ""
+    if path and Path(path).is_file():
+        return str(path)
+    last = getattr(cb, "last_model_path", "") if cb is not None else ""
+    return str(last) if last and Path(last).is_file() else None
+
+
+def _n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# ---------------------------------------------------------------------- evaluate
+@task_wrapper
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score a checkpoint on a cohort split; preprocessing comes from the checkpoint unless overridden.
+
+    Args:
+        cfg: composed ``eval`` config (``ckpt_path`` required; ``split``: ``val``, ``test`` or ``all``).
+
+    Returns:
+        The metrics dict also written to ``metrics.json``.
+    """
+    from hydra.utils import instantiate
+
+    from her2mri.training.module import HER2Classifier
+
+    t0 = time.perf_counter()
+    out_dir = _require_output_dir(cfg)
+    setup_runtime(cfg)
+    ckpt_path = str(cfg.ckpt_path)
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist.")
+    module = HER2Classifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    spec = module.hparams.model
+    data_spec = module.hparams.get("data_spec") or {}
+    pre_dict = dict(data_spec.get("preprocess") or {})
+    overrides = OmegaConf.to_container(cfg.preprocess, resolve=True) if cfg.get("preprocess") else {}
+    pre_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    pre = preprocess_from_cfg(pre_dict, module.num_views, spec["name"])
+
+    data_cfg = cfg.data
+    if cfg.get("use_checkpoint_data_settings", True):
+        with open_dict(data_cfg):
+            for key, value in (data_spec.get("data") or {}).items():
+                if key in EVAL_DATA_KEYS:
+                    data_cfg[key] = value
+    datamodule = build_datamodule(data_cfg, pre.to_dict())
+    split = str(cfg.get("split", "test"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[], _convert_="partial")
+
+    if split == "val":
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    elif split in ("test", "all"):
+        module.test_stage_name = split
+        if split == "all":
+            if not hasattr(datamodule, "all_dataloader"):
+                raise ValueError(
+                    f"split='all' needs a datamodule with all_dataloader(); got {type(datamodule)}."
+                )
+            trainer.test(module, dataloaders=datamodule.all_dataloader(), verbose=False)
+        else:
+            trainer.test(module, datamodule=datamodule, verbose=False)
+    else:
+        raise ValueError(f"split={split!r} is not valid. Valid values: val, test, all.")
+    metrics = _collect_stage(module, split, out_dir, sites_of(datamodule))
+    wall = round(time.perf_counter() - t0, 2)
+    write_metrics_json(
+        out_dir / "metrics.json", metrics, _plain_cfg(cfg), status="ok", ckpt_path=ckpt_path, wall_time_s=wall
+    )
+    summary = format_summary(
+        f"her2mri-eval: {spec['name']} on {split} ({wall:.0f} s)", metrics, (split,), out_dir
+    )
+    print(summary, flush=True)  # noqa: T201
+    return metrics
