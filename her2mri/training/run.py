@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+from her2mri.experiments.sites import site_metrics
 from her2mri.training.data_setup import ensure_synthetic_cohort, preprocess_from_cfg, sites_of
 from her2mri.training.metrics import binary_metrics, prefixed, youden_threshold
 from her2mri.training.outputs import write_metrics_json, write_predictions
@@ -181,13 +182,17 @@ def _data_settings(data_cfg: DictConfig) -> dict[str, Any]:
 
 
 def _collect_stage(
-    module: Any, stage: str, out_dir: Path, sites: Mapping[str, str | None] | None
+    module: Any, stage: str, out_dir: Path, sites: Mapping[str, str | None] | None, write: bool = True
 ) -> dict[str, float]:
+    """The stage's metrics plus per-site metrics; writes the predictions when ``write`` (DDP rank 0)."""
     if stage not in module.stage_metrics:
         return {}
     slices, patients = module.predictions[stage]
-    write_predictions(out_dir, stage, slices, patients, sites)
-    return dict(module.stage_metrics[stage])
+    if write:
+        write_predictions(out_dir, stage, slices, patients, sites)
+    metrics = dict(module.stage_metrics[stage])
+    metrics.update(site_metrics(patients, sites, stage, float(module.hparams.threshold)))
+    return metrics
 
 
 def _valthr_metrics(module: Any, test_stage: str, threshold: float) -> dict[str, float]:
@@ -266,14 +271,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     ckpt = _best_checkpoint(trainer)
     sites = sites_of(datamodule)
+    rank0 = bool(getattr(trainer, "is_global_zero", True))  # every DDP rank holds the gathered predictions
     stages: list[str] = []
     if cfg.get("validate", True):
         trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-        metrics.update(_collect_stage(module, "val", out_dir, sites))
+        metrics.update(_collect_stage(module, "val", out_dir, sites, write=rank0))
         stages.append("val")
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
-        metrics.update(_collect_stage(module, "test", out_dir, sites))
+        metrics.update(_collect_stage(module, "test", out_dir, sites, write=rank0))
         stages.append("test")
     if "val" in module.predictions:
         _, val_patients = module.predictions["val"]
@@ -282,11 +288,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         )
 
     wall = round(time.perf_counter() - t0, 2)
-    write_metrics_json(
-        out_dir / "metrics.json", metrics, _plain_cfg(cfg), status="ok", ckpt_path=ckpt, wall_time_s=wall
-    )
-    summary = format_summary(f"her2mri-train: {spec['name']} ({wall:.0f} s)", metrics, tuple(stages), out_dir)
-    print(summary, flush=True)  # noqa: T201 - the CLI's final summary
+    if rank0:
+        write_metrics_json(
+            out_dir / "metrics.json", metrics, _plain_cfg(cfg), status="ok", ckpt_path=ckpt, wall_time_s=wall
+        )
+        title = f"her2mri-train: {spec['name']} ({wall:.0f} s)"
+        print(format_summary(title, metrics, tuple(stages), out_dir), flush=True)  # noqa: T201 - final summary
     return metrics
 
 
@@ -310,60 +317,41 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     Args:
         cfg: composed ``eval`` config (``ckpt_path`` required; ``split``: ``val``, ``test`` or ``all``).
+            ``ensemble=true`` with ``ckpt_paths`` is :func:`her2mri.experiments.ensemble.evaluate_ensemble`.
 
     Returns:
-        The metrics dict also written to ``metrics.json``.
+        The metrics dict also written to ``metrics.json`` (with per-site metrics when the cohort has sites).
     """
     from hydra.utils import instantiate
 
-    from her2mri.training.module import HER2Classifier
+    from her2mri.experiments.scoring import check_split, load_for_eval, score_split
 
     t0 = time.perf_counter()
     out_dir = _require_output_dir(cfg)
+    if cfg.get("ckpt_paths"):
+        raise ValueError(
+            f"ckpt_paths={list(cfg.ckpt_paths)!r} is set but ensemble=false: add ensemble=true to score "
+            "their ensemble, or use `-m ckpt_path=a,b,c` to score each checkpoint"
+        )
+    split = check_split(str(cfg.get("split", "test")))
     setup_runtime(cfg)
     ckpt_path = str(cfg.ckpt_path)
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist.")
-    module = HER2Classifier.load_from_checkpoint(ckpt_path, map_location="cpu")
-    spec = module.hparams.model
-    data_spec = module.hparams.get("data_spec") or {}
-    pre_dict = dict(data_spec.get("preprocess") or {})
-    overrides = OmegaConf.to_container(cfg.preprocess, resolve=True) if cfg.get("preprocess") else {}
-    pre_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    pre = preprocess_from_cfg(pre_dict, module.num_views, spec["name"])
-
-    data_cfg = cfg.data
-    if cfg.get("use_checkpoint_data_settings", True):
-        with open_dict(data_cfg):
-            for key, value in (data_spec.get("data") or {}).items():
-                if key in EVAL_DATA_KEYS:
-                    data_cfg[key] = value
-    datamodule = build_datamodule(data_cfg, pre.to_dict())
-    split = str(cfg.get("split", "test"))
+    setup = load_for_eval(cfg, ckpt_path)
     loggers = _instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[], _convert_="partial")
-
-    if split == "val":
-        trainer.validate(module, datamodule=datamodule, verbose=False)
-    elif split in ("test", "all"):
-        module.test_stage_name = split
-        if split == "all":
-            if not hasattr(datamodule, "all_dataloader"):
-                raise ValueError(
-                    f"split='all' needs a datamodule with all_dataloader(); got {type(datamodule)}."
-                )
-            trainer.test(module, dataloaders=datamodule.all_dataloader(), verbose=False)
-        else:
-            trainer.test(module, datamodule=datamodule, verbose=False)
-    else:
-        raise ValueError(f"split={split!r} is not valid. Valid values: val, test, all.")
-    metrics = _collect_stage(module, split, out_dir, sites_of(datamodule))
+    score_split(trainer, setup, split)
+    rank0 = bool(getattr(trainer, "is_global_zero", True))
+    metrics = _collect_stage(setup.module, split, out_dir, sites_of(setup.datamodule), write=rank0)
     wall = round(time.perf_counter() - t0, 2)
-    write_metrics_json(
-        out_dir / "metrics.json", metrics, _plain_cfg(cfg), status="ok", ckpt_path=ckpt_path, wall_time_s=wall
-    )
-    summary = format_summary(
-        f"her2mri-eval: {spec['name']} on {split} ({wall:.0f} s)", metrics, (split,), out_dir
-    )
-    print(summary, flush=True)  # noqa: T201
+    if rank0:
+        write_metrics_json(
+            out_dir / "metrics.json",
+            metrics,
+            _plain_cfg(cfg),
+            status="ok",
+            ckpt_path=ckpt_path,
+            wall_time_s=wall,
+        )
+        title = f"her2mri-eval: {setup.model_name} on {split} ({wall:.0f} s)"
+        print(format_summary(title, metrics, (split,), out_dir), flush=True)  # noqa: T201
     return metrics

@@ -1,0 +1,123 @@
+"""Score one checkpoint on one split of a cohort: the shared core of ``her2mri-eval`` and of ensembles.
+
+:func:`load_for_eval` rebuilds the module from the checkpoint and the datamodule with the checkpoint's
+preprocessing (a non-null ``preprocess.<field>`` of the eval config overrides that field) and the checkpoint's
+``EVAL_DATA_KEYS`` data settings (``use_checkpoint_data_settings``). :func:`score_split` runs Lightning's
+validate/test loop on ``val``, ``test`` or ``all`` (every case of the cohort); the module gathers the slice
+predictions of every DDP rank before aggregating them per patient, so the result does not depend on the number
+of processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from her2mri.training.aggregation import PatientPredictions, SlicePredictions
+
+SPLITS: tuple[str, ...] = ("val", "test", "all")
+
+
+@dataclass
+class EvalSetup:
+    """A checkpoint ready to be scored.
+
+    Attributes:
+        ckpt_path: the checkpoint file.
+        module: the loaded ``HER2Classifier`` (on the CPU; the trainer moves it).
+        datamodule: the datamodule built with the checkpoint's preprocessing.
+        model_name: ``module.hparams.model["name"]``.
+    """
+
+    ckpt_path: str
+    module: Any
+    datamodule: Any
+    model_name: str
+
+
+def check_split(split: str) -> str:
+    """``split`` if it is ``val``, ``test`` or ``all``.
+
+    Raises:
+        ValueError: another value.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not valid. Valid values: {', '.join(SPLITS)}.")
+    return split
+
+
+def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
+    """Load a checkpoint and build the datamodule that reproduces its training preprocessing.
+
+    Args:
+        cfg: composed ``eval`` config (``data``, optional ``preprocess``, ``use_checkpoint_data_settings``).
+        ckpt_path: a ``her2mri-train`` checkpoint.
+
+    Returns:
+        The :class:`EvalSetup`.
+
+    Raises:
+        FileNotFoundError: ``ckpt_path`` does not exist.
+    """
+    from her2mri.training.data_setup import preprocess_from_cfg
+    from her2mri.training.module import HER2Classifier
+    from her2mri.training.run import EVAL_DATA_KEYS, build_datamodule
+
+    ckpt_path = str(ckpt_path)
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist.")
+    module = HER2Classifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    spec = module.hparams.model
+    data_spec = module.hparams.get("data_spec") or {}
+    pre_dict = dict(data_spec.get("preprocess") or {})
+    overrides = OmegaConf.to_container(cfg.preprocess, resolve=True) if cfg.get("preprocess") else {}
+    pre_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})  # type: ignore[union-attr]
+    pre = preprocess_from_cfg(pre_dict, module.num_views, spec["name"])
+    data_cfg = cfg.data.copy()
+    if cfg.get("use_checkpoint_data_settings", True):
+        with open_dict(data_cfg):
+            for key, value in (data_spec.get("data") or {}).items():
+                if key in EVAL_DATA_KEYS:
+                    data_cfg[key] = value
+    datamodule = build_datamodule(data_cfg, pre.to_dict())
+    return EvalSetup(ckpt_path, module, datamodule, str(spec["name"]))
+
+
+def score_split(
+    trainer: Any, setup: EvalSetup, split: str
+) -> tuple[SlicePredictions, PatientPredictions, dict[str, float]]:
+    """Run the evaluation loop of ``split`` and return the aggregated predictions and the module's metrics.
+
+    Args:
+        trainer: a Lightning ``Trainer``.
+        setup: from :func:`load_for_eval`.
+        split: ``val``, ``test`` or ``all``.
+
+    Returns:
+        ``(slices, patients, metrics)``; the metric keys start with ``split``.
+
+    Raises:
+        ValueError: bad ``split``, a datamodule without ``all_dataloader`` for ``all``, or no prediction
+            made (empty split).
+    """
+    check_split(split)
+    module, datamodule = setup.module, setup.datamodule
+    if split == "val":
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    else:
+        module.test_stage_name = split
+        if split == "all":
+            if not hasattr(datamodule, "all_dataloader"):
+                raise ValueError(
+                    f"split='all' needs a datamodule with all_dataloader(); got {type(datamodule)}."
+                )
+            trainer.test(module, dataloaders=datamodule.all_dataloader(), verbose=False)
+        else:
+            trainer.test(module, datamodule=datamodule, verbose=False)
+    if split not in module.predictions:
+        raise ValueError(f"split={split!r} of the cohort gave no prediction (is it empty?)")
+    slices, patients = module.predictions[split]
+    return slices, patients, dict(module.stage_metrics.get(split, {}))
