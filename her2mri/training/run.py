@@ -195,6 +195,33 @@ def _collect_stage(
     return metrics
 
 
+def _clinical_stats(module: Any, stage: str, cfg: DictConfig) -> dict[str, float]:
+    """Patient-level statistics with CIs (DeLong and bootstrap AUC CIs, Wilson CIs, calibration, HL).
+
+    Keys are ``{stage}/stats/{name}`` (see :func:`her2mri.report.compute.patient_metrics_with_ci`). On the
+    test split of a training run the threshold is the Youden threshold of the validation patients, otherwise
+    the module's fixed ``threshold``. Undefined statistics (e.g. the AUC with one class) are left out.
+    """
+    n_boot = int(cfg.get("stats_n_boot", 2000))
+    if n_boot <= 0 or stage not in module.predictions:
+        return {}
+    from her2mri.report.compute import patient_metrics_with_ci
+
+    _, patients = module.predictions[stage]
+    kwargs: dict[str, Any] = {"threshold": float(module.hparams.threshold)}
+    if stage != "val" and "val" in module.predictions:
+        _, val = module.predictions["val"]
+        kwargs = {"val_labels": val.labels, "val_probs": val.probs, "threshold": "youden"}
+    try:
+        stats = patient_metrics_with_ci(
+            patients.labels, patients.probs, n_boot=n_boot, seed=int(cfg.get("seed") or 0), **kwargs
+        )
+    except ValueError as err:
+        log.warning("no clinical statistics for %s: %s", stage, err)
+        return {}
+    return {f"{stage}/stats/{k}": float(v) for k, v in stats.items() if v is not None}
+
+
 def _valthr_metrics(module: Any, test_stage: str, threshold: float) -> dict[str, float]:
     """Test patient metrics at a threshold chosen on the validation patients (Youden)."""
     if not math.isfinite(threshold) or test_stage not in module.predictions:
@@ -286,6 +313,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(
             _valthr_metrics(module, "test", youden_threshold(val_patients.probs, val_patients.labels))
         )
+    for stage in stages:
+        metrics.update(_clinical_stats(module, stage, cfg))
 
     wall = round(time.perf_counter() - t0, 2)
     if rank0:
@@ -342,6 +371,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     score_split(trainer, setup, split)
     rank0 = bool(getattr(trainer, "is_global_zero", True))
     metrics = _collect_stage(setup.module, split, out_dir, sites_of(setup.datamodule), write=rank0)
+    metrics.update(_clinical_stats(setup.module, split, cfg))
     wall = round(time.perf_counter() - t0, 2)
     if rank0:
         write_metrics_json(
