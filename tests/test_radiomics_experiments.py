@@ -34,7 +34,6 @@ def _overrides(exp: str, cohort: Path, out: Path) -> list[str]:
         f"cohort.metadata_csv={cohort / 'metadata.csv'}",
         f"paths.root_dir={out}",
         f"paths.output_dir={out}",
-        f"paths.work_dir={out}",
         f"paths.cache_dir={out / 'cache'}",
         "cv.outer_folds=3",
         "cv.inner_folds=2",
