@@ -119,8 +119,14 @@ def preprocess_case(
         phases = np.stack([n4(phases[c], sp, paths[c]) for c in range(3)])
 
     selector = SelectSlices(cfg.slice_selection, cfg.n_slices, cfg.trim)
+    mask_box = tumour_bbox(mask) if has_tumour else None  # whole-tumour in-plane box, computed once
     if has_tumour:
-        sel = selector(mask, case_id)  # type: ignore[arg-type]
+        # the selection only depends on the tumour area per slice: give it the in-plane tumour box (all z), a
+        # small C-contiguous copy, instead of the full mask (a Fortran-ordered NIfTI mask costs a transposing
+        # copy of the whole volume there)
+        r0, r1, c0, c1 = mask_box  # type: ignore[misc]
+        core = np.ascontiguousarray(mask[:, r0 : r1 + 1, c0 : c1 + 1])  # type: ignore[index]
+        sel = selector(core, case_id)
     elif z_range is not None:
         sel = selector.from_range(z_range[0], z_range[1], n_z, case_id)
     elif mask is not None:
@@ -141,7 +147,7 @@ def preprocess_case(
     vol = norm(phases, mask=supplied, slices=needed, case_id=case_id)  # (3, N, Y, X) float32
 
     cropper = CropAroundTumour(cfg.crop_size, cfg.crop_mode, cfg.image_size)
-    box_yx = tumour_bbox(mask) if has_tumour else box2d  # whole-tumour in-plane box, computed once
+    box_yx = mask_box if has_tumour else box2d
     scales = cfg.view_scales if cfg.views == "scales" else (1.0,)
     fuse = FuseRGB("float32")
     fused = [

@@ -75,7 +75,8 @@ def preprocess_record(
             case_id=record.pid,
         )
     elif record.phase_paths:
-        phases, mask, spacing = load_case_arrays(record)
+        # compact lossless type (uint16) in the files' memory layout: no float copy, no transposing copy
+        phases, mask, spacing = load_case_arrays(record, dtype=None, contiguous=False)
         out = preprocess_case(
             phases,
             mask,
