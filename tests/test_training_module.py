@@ -200,3 +200,45 @@ def test_gather_deduplicates_sampler_padding():
     ref = aggregate_patients(collect_slices(pids, sidx, labels, probs))
     assert got.pids == ref.pids and got.n_slices.tolist() == [2, 2, 1]
     np.testing.assert_array_equal(got.probs, ref.probs)
+
+
+@pytest.mark.parametrize("name,views", [("resnet34", 1), ("thda_resnet34", 3)])
+def test_channels_last_gives_the_same_logits_and_checkpoint(tmp_path, name, views):
+    torch.manual_seed(0)
+    ref = HER2Classifier(_spec(name), class_weights=None).eval()
+    nhwc = HER2Classifier(_spec(name), class_weights=None, channels_last=True).eval()
+    nhwc.load_state_dict(ref.state_dict())
+    conv = next(m for m in nhwc.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    shape = (2, 3, SIZE, SIZE) if views == 1 else (2, 3, 3, SIZE, SIZE)
+    x = torch.rand(*shape)
+    with torch.no_grad():
+        torch.testing.assert_close(nhwc(x), ref(x), rtol=1e-4, atol=1e-5)
+    # one training step works and the state dict keeps the plain keys
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(nhwc.train(), datamodule=_DM(views=views))
+    assert set(nhwc.state_dict()) == set(ref.state_dict())
+
+
+def test_compile_options_are_checked_and_stored():
+    with pytest.raises(ValueError, match="compile_mode='fastest'"):
+        HER2Classifier(_spec(), compile=True, compile_mode="fastest")
+    module = HER2Classifier(_spec(), compile=True, compile_mode="reduce-overhead")
+    assert module.hparams.compile is True and module.hparams.compile_mode == "reduce-overhead"
+    assert module._compiled is None  # compiled lazily, on the first forward
+    assert not any(k.startswith("_compiled") for k in module.state_dict())
+
+
+@pytest.mark.slow
+def test_compiled_forward_matches_eager_and_keeps_state_dict_keys():
+    """torch.compile on the CPU (inductor needs gcc and the Python headers; about a minute)."""
+    torch.manual_seed(0)
+    eager = HER2Classifier(_spec(), class_weights=None).eval()
+    compiled = HER2Classifier(_spec(), class_weights=None, compile=True).eval()
+    compiled.load_state_dict(eager.state_dict())
+    x = torch.rand(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), eager(x), rtol=1e-4, atol=1e-4)
+    assert compiled._compiled is not None
+    assert set(compiled.state_dict()) == set(eager.state_dict())

@@ -37,6 +37,13 @@ from her2mri.training.metrics import binary_metrics, prefixed
 from her2mri.training.schedulers import cosine_with_warmup
 
 DEFAULT_SCHEDULES: tuple[str, ...] = ("cosine_warmup", "constant")
+COMPILE_MODES: tuple[str | None, ...] = (
+    None,
+    "default",
+    "reduce-overhead",
+    "max-autotune",
+    "max-autotune-no-cudagraphs",
+)
 
 
 def model_spec_from(model: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -92,6 +99,12 @@ class HER2Classifier(L.LightningModule):
         data_spec: preprocessing and data settings used in training
             (``{"preprocess": {...}, "data": {...}}``), stored so that evaluation reproduces them.
         optimizer_config: the optimizer/scheduler config as plain data, stored for the record only.
+        channels_last: keep the model's 4-D weights and 4-D inputs in ``torch.channels_last`` memory format
+            (faster convolutions with tensor cores under bf16/fp16 autocast on a GPU; same results).
+        compile: run the forward pass through ``torch.compile`` (compiled on the first call). The
+            uncompiled model stays ``self.model``, so checkpoints and Grad-CAM hooks are unchanged.
+        compile_mode: ``torch.compile`` mode (``None`` = default, ``"reduce-overhead"``,
+            ``"max-autotune"``, ``"max-autotune-no-cudagraphs"``); used only with ``compile=True``.
 
     Example:
         >>> clf = HER2Classifier({"name": "resnet34", "pretrained": False})  # doctest: +SKIP
@@ -115,6 +128,9 @@ class HER2Classifier(L.LightningModule):
         threshold: float = 0.5,
         data_spec: Mapping[str, Any] | None = None,
         optimizer_config: Mapping[str, Any] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,  # noqa: A002 - the Hydra key users type
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
         spec = model_spec_from(model)
@@ -131,6 +147,11 @@ class HER2Classifier(L.LightningModule):
             )
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold={threshold!r} must be in [0, 1].")
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode={compile_mode!r} is not valid. "
+                f"Valid values: {', '.join(repr(m) for m in COMPILE_MODES)}."
+            )
         if isinstance(class_weights, str) and class_weights != "balanced":
             raise ValueError(
                 f"class_weights={class_weights!r} must be 'balanced', a list of numbers or None."
@@ -152,6 +173,9 @@ class HER2Classifier(L.LightningModule):
                 "threshold": float(threshold),
                 "data_spec": _plain(data_spec) if data_spec is not None else None,
                 "optimizer_config": _plain(optimizer_config) if optimizer_config is not None else None,
+                "channels_last": bool(channels_last),
+                "compile": bool(compile),
+                "compile_mode": compile_mode,
             }
         )
         self._optimizer_factory = optimizer
@@ -162,6 +186,11 @@ class HER2Classifier(L.LightningModule):
         name = spec["name"]
         kwargs = {k: v for k, v in spec.items() if k != "name"}
         self.model: nn.Module = create_model(name, **kwargs)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        #: the ``torch.compile`` wrapper, built on the first forward; kept out of the module tree
+        #: (a plain attribute) so that the state dict keys stay those of ``self.model``
+        self._compiled: Callable[[Tensor], Tensor] | None = None
         self._build_loss()
 
         self.train_auroc = BinaryAUROC()
@@ -183,7 +212,15 @@ class HER2Classifier(L.LightningModule):
         return int(getattr(self.model, "num_views", 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, num_classes)`` of the model."""
+        """Logits ``(B, num_classes)`` of the model (compiled and/or channels-last when configured)."""
+        if self.hparams.get("channels_last", False) and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.hparams.get("compile", False):
+            if self._compiled is None:
+                object.__setattr__(
+                    self, "_compiled", torch.compile(self.model, mode=self.hparams.get("compile_mode"))
+                )
+            return self._compiled(x)  # type: ignore[misc]
         return self.model(x)
 
     @torch.no_grad()
