@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -111,10 +112,43 @@ def _require_output_dir(cfg: DictConfig) -> Path:
     return out
 
 
+class _DropAdverts(logging.Filter):
+    """Drops Lightning's start-up advertisement for its cloud logger (not information about the run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's log records through the root (Hydra) handlers only, once.
+
+    Lightning attaches console handlers to ``lightning``, ``lightning.pytorch`` and ``lightning.fabric``
+    when it is imported before logging is configured; under Hydra every message then appears twice on the
+    console (once bare, once formatted). When the root logger has handlers, Lightning's console handlers
+    are removed and its records propagate: once on the console, once in the run's log file.
+    """
+    # emitted by Lightning's own code under torch >= 2.10; users cannot act on it
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True
+        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
+            logger.addFilter(_DropAdverts())
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdverts())
+
+
 def setup_runtime(cfg: DictConfig) -> None:
-    """Seeds (``seed_everything(seed, workers=True)``), matmul precision and the number of CPU threads."""
+    """Log routing, seeds (``seed_everything(seed, workers=True)``), matmul precision and CPU threads."""
     import lightning as L
 
+    route_lightning_logs()
     if cfg.get("seed") is not None:
         L.seed_everything(int(cfg.seed), workers=True)
     precision = cfg.get("matmul_precision")
