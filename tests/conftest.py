@@ -1,11 +1,18 @@
-"""Shared pytest fixtures: offline environment, paths to the shared real data."""
+"""Shared pytest fixtures: offline environment, shared real data, synthetic cohort, R reference, threads."""
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -15,6 +22,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("HER2MRI_SHARED", REPO_ROOT.parent / "shared"))
 REAL_DIR = SHARED_DIR / "data" / "real"
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +51,49 @@ def synthetic_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Pa
     root = tmp_path_factory.mktemp("synthetic_cohort")
     cohort = make_synthetic_cohort(root, n=12, seed=0, shape=(24, 64, 64), n_times=(6, 7))
     return cohort.root, cohort.metadata_csv
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core machine oversubscription makes tiny steps 10x slower.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``; the previous count is restored after.
+    """
+    with _torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """Like ``one_thread`` but held for a whole module (also covers module-scoped fixtures built in it)."""
+    with _torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="session")
+def ref() -> dict:
+    """The R reference numbers (pROC, rms, ResourceSelection, ...) committed in tests/data/r_reference.json.
+
+    Shared by the whole session: treat it as read-only.
+    """
+    return json.loads((TEST_DATA / "r_reference.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def df() -> pd.DataFrame:
+    """The data the R reference numbers were computed on (tests/data/stats_reference_data.csv); read-only."""
+    import pandas as pd
+
+    return pd.read_csv(TEST_DATA / "stats_reference_data.csv")

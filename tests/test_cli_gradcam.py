@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import torch
-from hydra import compose, initialize_config_dir
+from _helpers import compose_config, synthetic_overrides
 from omegaconf import OmegaConf
 from PIL import Image
 
-from her2mri.cli._config import config_dir
 from her2mri.cli.gradcam import main
 from her2mri.training.run import train
 
@@ -28,18 +27,16 @@ def test_errors_name_the_missing_file(tmp_path, capsys):
 
 def test_gallery_from_a_trained_thda_run(synthetic_cohort, tmp_path):
     torch.set_num_threads(1)
-    root, csv = synthetic_cohort
     run = tmp_path / "run"
     overrides = [
-        "data=breastdcedl", f"data.root={root}", f"data.metadata_csv={csv}", "data.progress=false",
-        f"paths.cache_dir={tmp_path / 'cache'}", f"paths.output_dir={run}", "data.num_workers=0",
+        *synthetic_overrides(synthetic_cohort, tmp_path, num_workers=False), f"paths.output_dir={run}",
+        "data.num_workers=0",
         "preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2", "model=thda_resnet34",
         "data.batch_size=4", "trainer.max_epochs=1", "trainer.limit_train_batches=1",
         "trainer.accelerator=cpu",
         "data.val_fraction=0.3", "logger=csv",
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
+    cfg = compose_config("train", overrides)
     train(cfg)
     (run / ".hydra").mkdir(exist_ok=True)
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")

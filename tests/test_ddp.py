@@ -18,26 +18,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
+from _helpers import compose_config, synthetic_overrides
 
-from her2mri.cli._config import config_dir
 from her2mri.training.run import evaluate, train
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _compose(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 def _patients(path: Path) -> dict[str, tuple[int, float, int]]:
@@ -49,16 +34,9 @@ def test_two_process_eval_equals_one_process(tmp_path):
     from her2mri.data.synth import make_synthetic_cohort
 
     cohort = make_synthetic_cohort(tmp_path / "cohort", n=11, seed=3, shape=(24, 48, 48), n_times=(6, 7))
-    data = [
-        "data=breastdcedl",
-        f"data.root={cohort.root}",
-        f"data.metadata_csv={cohort.metadata_csv}",
-        "data.progress=false",
-        "data.num_workers=0",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-    ]
+    data = synthetic_overrides((cohort.root, cohort.metadata_csv), tmp_path)
     tiny = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=3"]
-    train_cfg = _compose(
+    train_cfg = compose_config(
         "train",
         [
             *data,
@@ -79,7 +57,7 @@ def test_two_process_eval_equals_one_process(tmp_path):
 
     common = [*data, f"ckpt_path={ckpt}", "split=all", "data.eval_batch_size=4", "num_threads=1"]
     one = evaluate(
-        _compose("eval", [*common, "trainer.accelerator=cpu", f"paths.output_dir={tmp_path / 'one'}"])
+        compose_config("eval", [*common, "trainer.accelerator=cpu", f"paths.output_dir={tmp_path / 'one'}"])
     )
 
     two_dir = tmp_path / "two"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
+from _helpers import compose_config
 
 from her2mri.cli._config import config_dir
 
@@ -14,8 +14,7 @@ STRATEGIES = sorted(p.stem for p in (CONF / "preprocess").glob("*.yaml") if p.st
 
 
 def _compose(overrides: list[str], name: str = "train"):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    return compose_config(name, overrides, return_hydra_config=True)
 
 
 def _params(cfg) -> dict[str, str]:

@@ -12,37 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from _helpers import compose_config, synthetic_overrides
 
-from her2mri.cli._config import config_dir
 from her2mri.experiments.ensemble import evaluate_ensemble
 from her2mri.training.metrics import binary_metrics
 from her2mri.training.run import train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _compose(name: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
-
-
-def _data(synthetic_cohort, tmp_path: Path) -> list[str]:
-    root, csv_path = synthetic_cohort
-    return [
-        "data=breastdcedl",
-        f"data.root={root}",
-        f"data.metadata_csv={csv_path}",
-        "data.progress=false",
-        "data.num_workers=0",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-    ]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +28,10 @@ def two_checkpoints(synthetic_cohort, tmp_path_factory) -> tuple[list[Path], Pat
     torch.set_num_threads(1)
     paths = []
     for i, n_slices in enumerate((2, 3)):
-        cfg = _compose(
+        cfg = compose_config(
             "train",
             [
-                *_data(synthetic_cohort, tmp),
+                *synthetic_overrides(synthetic_cohort, tmp),
                 "model=resnet34",
                 "preprocess.image_size=32",
                 "preprocess.crop_size=32",
@@ -83,10 +59,10 @@ def _read(path: Path) -> dict[str, dict[str, str]]:
 def test_ensemble_is_the_mean_of_members_with_site_metrics(synthetic_cohort, two_checkpoints, tmp_path):
     ckpts, _ = two_checkpoints
     out = tmp_path / "ens"
-    cfg = _compose(
+    cfg = compose_config(
         "eval",
         [
-            *_data(synthetic_cohort, tmp_path),
+            *synthetic_overrides(synthetic_cohort, tmp_path),
             "ensemble=true",
             f"ckpt_paths=[{ckpts[0]},{ckpts[1]}]",
             "split=all",
@@ -124,12 +100,12 @@ def test_ensemble_is_the_mean_of_members_with_site_metrics(synthetic_cohort, two
 
 def test_ensemble_needs_two_existing_checkpoints(synthetic_cohort, two_checkpoints, tmp_path):
     ckpts, _ = two_checkpoints
-    base = [*_data(synthetic_cohort, tmp_path), "ensemble=true", "trainer.accelerator=cpu"]
+    base = [*synthetic_overrides(synthetic_cohort, tmp_path), "ensemble=true", "trainer.accelerator=cpu"]
     with pytest.raises(ValueError, match="at least two checkpoints"):
         evaluate_ensemble(
-            _compose("eval", [*base, f"ckpt_paths=[{ckpts[0]}]", f"paths.output_dir={tmp_path}/a"])
+            compose_config("eval", [*base, f"ckpt_paths=[{ckpts[0]}]", f"paths.output_dir={tmp_path}/a"])
         )
-    cfg = _compose(
+    cfg = compose_config(
         "eval", [*base, f"ckpt_paths=[{ckpts[0]},{tmp_path}/nope.ckpt]", f"paths.output_dir={tmp_path}/b"]
     )
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
@@ -143,7 +119,12 @@ def test_eval_multirun_over_checkpoints_and_ensemble_cli(synthetic_cohort, two_c
     ckpts, _ = two_checkpoints
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     app = [sys.executable, "-m", "her2mri.cli.eval"]
-    base = [*_data(synthetic_cohort, tmp_path), "split=all", "trainer.accelerator=cpu", "num_threads=1"]
+    base = [
+        *synthetic_overrides(synthetic_cohort, tmp_path),
+        "split=all",
+        "trainer.accelerator=cpu",
+        "num_threads=1",
+    ]
     mr = tmp_path / "mr"
     proc = subprocess.run(
         [*app, "-m", *base, f"ckpt_path={ckpts[0]},{ckpts[1]}", f"hydra.sweep.dir={mr}"],

@@ -22,14 +22,8 @@ TINY: dict[str, dict] = {
 }
 MODELS = list_models()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run faster on one thread, and much faster when other jobs share the 2 cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny models run faster on one thread, and much faster when other jobs share the 2 cores
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def make(name: str, seed: int = 0, **kwargs) -> Her2Model:

@@ -12,14 +12,8 @@ from her2mri.models.thda import THDAResNet
 
 SIZE = 64
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models run faster on one thread, and much faster when other jobs share the 2 cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# tiny models run faster on one thread, and much faster when other jobs share the 2 cores
+pytestmark = pytest.mark.usefixtures("one_thread_module")
 
 
 def n_params(module: nn.Module) -> int:

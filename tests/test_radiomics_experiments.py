@@ -46,13 +46,11 @@ def _overrides(exp: str, cohort: Path, out: Path) -> list[str]:
 
 
 def _run(exp: str, cohort: Path, out: Path, extra: list[str] = ()) -> dict:
-    from hydra import compose, initialize_config_dir
+    from _helpers import compose_config
 
-    from her2mri.cli._config import config_dir
     from her2mri.cli.radiomics import run_from_config
 
-    with initialize_config_dir(str(config_dir()), version_base="1.3"):
-        cfg = compose("radiomics", overrides=[*_overrides(exp, cohort, out), *extra])
+    cfg = compose_config("radiomics", [*_overrides(exp, cohort, out), *extra])
     return run_from_config(cfg)
 
 

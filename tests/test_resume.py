@@ -16,31 +16,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from _helpers import compose_config, synthetic_overrides
 
-from her2mri.cli._config import config_dir
 from her2mri.experiments.faults import SimulatedCrash
 from her2mri.training.run import train
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _args(synthetic_cohort, tmp_path: Path) -> list[str]:
-    root, csv = synthetic_cohort
     return [
-        "data=breastdcedl",
-        f"data.root={root}",
-        f"data.metadata_csv={csv}",
-        "data.progress=false",
-        "data.num_workers=0",
-        "data.batch_size=4",
-        f"paths.cache_dir={tmp_path / 'cache'}",
+        *synthetic_overrides(synthetic_cohort, tmp_path, extra=["data.batch_size=4"]),
         "model=resnet34",
         "preprocess.image_size=32",
         "preprocess.crop_size=32",
@@ -50,11 +36,6 @@ def _args(synthetic_cohort, tmp_path: Path) -> list[str]:
         "callbacks.progress_bar=null",
         "seed=7",
     ]
-
-
-def _compose(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -77,7 +58,7 @@ def _same_run(a: Path, b: Path, ma: dict, mb: dict) -> None:
 
 def test_resume_after_crash_equals_uninterrupted_run(synthetic_cohort, tmp_path):
     args = _args(synthetic_cohort, tmp_path)
-    full = train(_compose([*args, f"paths.output_dir={tmp_path / 'full'}"]))
+    full = train(compose_config("train", [*args, f"paths.output_dir={tmp_path / 'full'}"]))
 
     run = tmp_path / "crashed"
     crash = [
@@ -86,12 +67,12 @@ def test_resume_after_crash_equals_uninterrupted_run(synthetic_cohort, tmp_path)
         "+callbacks.crash.mode=raise",
     ]
     with pytest.raises(SimulatedCrash):
-        train(_compose([*args, *crash, f"paths.output_dir={run}"]))
+        train(compose_config("train", [*args, *crash, f"paths.output_dir={run}"]))
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
     first = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert first["epoch"] == 0  # the crash came after epoch 0's checkpoint
 
-    resumed = train(_compose([*args, "ckpt_path=last", f"paths.output_dir={run}"]))
+    resumed = train(compose_config("train", [*args, "ckpt_path=last", f"paths.output_dir={run}"]))
     assert json.loads((run / "metrics.json").read_text())["status"] == "ok"
     _same_run(tmp_path / "full", run, full, resumed)
 
@@ -99,7 +80,9 @@ def test_resume_after_crash_equals_uninterrupted_run(synthetic_cohort, tmp_path)
 def test_ckpt_path_last_without_checkpoint_starts_fresh(synthetic_cohort, tmp_path):
     args = _args(synthetic_cohort, tmp_path)
     m = train(
-        _compose([*args, "trainer.max_epochs=1", "ckpt_path=last", f"paths.output_dir={tmp_path / 'r'}"])
+        compose_config(
+            "train", [*args, "trainer.max_epochs=1", "ckpt_path=last", f"paths.output_dir={tmp_path / 'r'}"]
+        )
     )
     assert "val/auroc_patient" in m and (tmp_path / "r" / "checkpoints" / "last.ckpt").is_file()
 
@@ -120,5 +103,7 @@ def test_resume_after_sigkill_cli(synthetic_cohort, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     resumed = json.loads((run / "metrics.json").read_text())["metrics"]
-    full = train(_compose([*_args(synthetic_cohort, tmp_path), f"paths.output_dir={tmp_path / 'full'}"]))
+    full = train(
+        compose_config("train", [*_args(synthetic_cohort, tmp_path), f"paths.output_dir={tmp_path / 'full'}"])
+    )
     _same_run(tmp_path / "full", run, full, resumed)

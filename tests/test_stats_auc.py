@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
 from her2mri.stats import auc_ci_delong, delong_covariance, delong_pvalue_matrix, delong_test, roc_auc
 
-DATA = Path(__file__).parent / "data"
 TOL = 1e-6
-
-
-@pytest.fixture(scope="module")
-def ref() -> dict:
-    return json.loads((DATA / "r_reference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def df() -> pd.DataFrame:
-    return pd.read_csv(DATA / "stats_reference_data.csv")
 
 
 @pytest.mark.parametrize(

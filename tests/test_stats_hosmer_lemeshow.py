@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from her2mri.stats import hosmer_lemeshow
 
-DATA = Path(__file__).parent / "data"
 TOL = 1e-6
-
-
-@pytest.fixture(scope="module")
-def ref() -> dict:
-    return json.loads((DATA / "r_reference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def df() -> pd.DataFrame:
-    return pd.read_csv(DATA / "stats_reference_data.csv")
 
 
 @pytest.mark.parametrize(

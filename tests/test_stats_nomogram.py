@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.special import expit
 
 from her2mri.stats import axis_values, build_nomogram, plot_nomogram
 
-DATA = Path(__file__).parent / "data"
 TOL = 1e-6
 
 
 @pytest.fixture(scope="module")
-def ref() -> dict:
-    return json.loads((DATA / "r_reference.json").read_text())["nomogram"]
+def ref(ref: dict) -> dict:
+    """The ``nomogram`` section of the R reference (overrides conftest's ``ref`` in this module)."""
+    return ref["nomogram"]
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +62,7 @@ def test_negative_coefficient_axis_runs_backwards():
     assert nom.points("b", [0, 2]).tolist() == [0.0, 50.0]
 
 
-def test_axis_values_cover_the_data():
-    df = pd.read_csv(DATA / "stats_reference_data.csv")
+def test_axis_values_cover_the_data(df):
     v = axis_values(df["x1"])
     assert v[0] <= df["x1"].min() and v[-1] >= df["x1"].max()
     assert axis_values(df["x2"]) == [0.0, 1.0]

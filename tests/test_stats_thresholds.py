@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from sklearn.metrics import confusion_matrix
 
 from her2mri.stats import metrics_at_threshold, metrics_at_youden, wilson_ci, youden_threshold
-
-DATA = Path(__file__).parent / "data"
-
-
-@pytest.fixture(scope="module")
-def ref() -> dict:
-    return json.loads((DATA / "r_reference.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def df() -> pd.DataFrame:
-    return pd.read_csv(DATA / "stats_reference_data.csv")
 
 
 def test_youden_threshold_matches_proc_coords_best(df, ref):

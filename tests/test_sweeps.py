@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import synthetic_overrides
 
 from her2mri.experiments.summary import collect_runs, summarize
 
@@ -32,13 +33,8 @@ TINY = [
 
 
 def _data(synthetic_cohort, tmp_path: Path) -> list[str]:
-    root, csv = synthetic_cohort
-    return [
-        "data=breastdcedl",
-        f"data.root={root}",
-        f"data.metadata_csv={csv}",
-        f"paths.cache_dir={tmp_path / 'c'}",
-    ]
+    """The synthetic-cohort overrides without data.progress / data.num_workers (TINY sets them)."""
+    return synthetic_overrides(synthetic_cohort, tmp_path, progress=False, num_workers=False, cache="c")
 
 
 def _cli(app: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:

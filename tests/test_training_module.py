@@ -16,14 +16,7 @@ from her2mri.training.module import HER2Classifier
 
 SIZE = 32
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine oversubscription makes tiny steps 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Slices(Dataset):

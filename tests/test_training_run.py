@@ -7,9 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from _helpers import compose_config, synthetic_overrides
 
 from her2mri.cli._config import config_dir
 from her2mri.training.data_setup import resolve_views
@@ -20,30 +18,12 @@ CONF = config_dir()
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 TINY = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2", "data.num_workers=0"]
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine oversubscription makes tiny steps 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _compose(name: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _synthetic(synthetic_cohort, tmp_path: Path) -> list[str]:
-    root, csv = synthetic_cohort
-    return [
-        "data=breastdcedl",
-        f"data.root={root}",
-        f"data.metadata_csv={csv}",
-        "data.progress=false",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-    ]
+    """The synthetic-cohort overrides without data.num_workers (TINY sets it)."""
+    return synthetic_overrides(synthetic_cohort, tmp_path, num_workers=False)
 
 
 def _out(tmp_path: Path, name: str) -> list[str]:
@@ -64,17 +44,17 @@ def test_every_config_group_option_composes():
     groups = ["data", "preprocess", "model", "trainer", "callbacks", "logger", "debug"]
     for group in groups:
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
-            cfg = _compose("train", [f"{group}={option}"])
+            cfg = compose_config("train", [f"{group}={option}"])
             assert cfg.get(group) is not None or group == "debug", (group, option)
-    cfg = _compose("train", [])
+    cfg = compose_config("train", [])
     assert cfg.model.name == "thda_resnet34" and "main_job" in cfg.tags
     assert cfg.preprocess.normalization == "clip_channel_q98"
     for option in ("minmax_slice", "clip_global_q99", "zscore"):
-        assert _compose("train", [f"preprocess={option}"]).preprocess.normalization == option
+        assert compose_config("train", [f"preprocess={option}"]).preprocess.normalization == option
 
 
 def test_fast_dev_run_thda_on_synthetic_cohort(synthetic_cohort, tmp_path):
-    cfg = _compose(
+    cfg = compose_config(
         "train", ["debug=fdr", *_synthetic(synthetic_cohort, tmp_path), *_out(tmp_path, "run"), *TINY]
     )
     metrics = train(cfg)
@@ -101,7 +81,7 @@ def test_train_then_eval_round_trip_same_patient_auc(synthetic_cohort, tmp_path)
         "logger=csv",
         "data.batch_size=4",
     ]
-    cfg = _compose(
+    cfg = compose_config(
         "train",
         [*common, *_out(tmp_path, "train"), "trainer.max_epochs=1", "trainer.limit_train_batches=2",
          "trainer.accelerator=cpu", "data.val_fraction=0.3"],
@@ -113,7 +93,7 @@ def test_train_then_eval_round_trip_same_patient_auc(synthetic_cohort, tmp_path)
     assert (tmp_path / "train" / "csv" / "metrics.csv").is_file()
     assert math.isfinite(metric_value(metrics, "val/auroc_patient_best"))
     for split in ("test", "val"):
-        ecfg = _compose(
+        ecfg = compose_config(
             "eval",
             [*_synthetic(synthetic_cohort, tmp_path), *_out(tmp_path, f"eval_{split}"), f"ckpt_path={ckpt}",
              f"split={split}", "data.num_workers=0", "trainer.accelerator=cpu", "data.eval_batch_size=3"],
@@ -126,7 +106,7 @@ def test_train_then_eval_round_trip_same_patient_auc(synthetic_cohort, tmp_path)
         assert a.pids == b.pids
         assert max(abs(x - y) for x, y in zip(a.probs, b.probs, strict=True)) < 1e-6
     # split=all scores every patient of the cohort; one preprocessing field overridden (1 slice each)
-    ecfg = _compose(
+    ecfg = compose_config(
         "eval",
         [*_synthetic(synthetic_cohort, tmp_path), *_out(tmp_path, "eval_all"), f"ckpt_path={ckpt}",
          "split=all", "data.num_workers=0", "trainer.accelerator=cpu", "preprocess.n_slices=1"],
@@ -137,7 +117,7 @@ def test_train_then_eval_round_trip_same_patient_auc(synthetic_cohort, tmp_path)
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_configs_run_with_fast_dev_run(experiment, synthetic_cohort, tmp_path):
-    cfg = _compose(
+    cfg = compose_config(
         "train",
         [
             f"experiment={experiment}",
@@ -154,7 +134,7 @@ def test_experiment_configs_run_with_fast_dev_run(experiment, synthetic_cohort, 
 
 
 def test_view_mismatch_and_failure_status(synthetic_cohort, tmp_path):
-    cfg = _compose(
+    cfg = compose_config(
         "train",
         ["debug=fdr", "model=resnet34", "preprocess.views=adjacent", *_synthetic(synthetic_cohort, tmp_path),
          *_out(tmp_path, "bad"), *TINY],
@@ -169,7 +149,7 @@ def test_real_rgb_slices_tiny_resnet(real_data_dir, tmp_path):
     index = real_data_dir / "fedsubtype_ispy_rgb" / "subset_index.csv"
     if not index.is_file():
         pytest.skip(f"real RGB slice index absent: {index}")
-    cfg = _compose(
+    cfg = compose_config(
         "train",
         ["data=rgb_slices", f"data.index_csv={index}", "data.split_mode=kfold", "data.progress=false",
          "data.num_workers=0", "model=resnet34", "preprocess.image_size=64", "trainer.max_epochs=1",
