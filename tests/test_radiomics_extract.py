@@ -213,3 +213,30 @@ def test_real_ispy2_mask_with_synthetic_image(real_data_dir: Path, tmp_path: Pat
     )
     assert ratio == pytest.approx(float(np.prod(spacing)), rel=1e-6)
     assert spacing != (1.0, 1.0, 1.0)
+
+
+def test_derived_wash_images_are_phase_subtractions(synthetic_cohort, tmp_path: Path) -> None:
+    from her2mri.data.io import read_volume
+    from her2mri.data.readers import load_breastdcedl
+    from her2mri.radiomics.cases import from_case_record, read_case_arrays
+
+    root, csv_path = synthetic_cohort
+    record = load_breastdcedl(root, csv_path)[0]
+    case = from_case_record(record, ("early", "wash_in", "wash_out"))
+    pre, early, late = (read_volume(p) for p in record.phase_paths)
+    images, mask, _ = read_case_arrays(case)
+    assert list(images) == ["early", "wash_in", "wash_out"]
+    np.testing.assert_array_equal(images["wash_in"], early - pre)
+    np.testing.assert_array_equal(images["wash_out"], late - early)
+    assert images["wash_out"].dtype == np.float32
+    # every phase file behind a derived image is a source file (cache key)
+    assert set(case.source_files()) == {*map(Path, record.phase_paths), Path(record.mask_path)}
+    with pytest.raises(ValueError, match="'washout'.*wash_out"):
+        from_case_record(record, ("washout",))
+    pytest.importorskip("radiomics")  # the checks above ran; the features need the extra
+    df = extract_cohort([case], FAST, RegionSpec(), cache_dir=tmp_path / "c", progress=False)
+    mean = df.loc[record.pid, "wash_out__tumour__original_firstorder_Mean"]
+    # pyradiomics z-scores the whole image (x normalizeScale) before computing the features
+    wo = images["wash_out"].astype(np.float64)
+    expected = ((wo - wo.mean()) / wo.std() * 100)[mask].mean()
+    assert mean == pytest.approx(expected, rel=1e-3)

@@ -32,7 +32,7 @@ def load_cases(cohort: dict[str, Any], cache_dir: str | Path) -> list[RadiomicsC
         cache_dir: where a synthetic cohort is written when ``cohort.root`` is null.
     """
     source = cohort.get("source", "synthetic")
-    phases = tuple(cohort.get("phases") or ("early",))
+    phases = tuple(cohort.get("phases") or ("early", "wash_out"))
     if source == "manifest":
         if not cohort.get("manifest"):
             raise ValueError("cohort.manifest is null: cohort.source=manifest needs a CSV path")

@@ -22,6 +22,8 @@ from her2mri.data.errors import DataError
 from her2mri.data.records import CaseRecord
 
 PHASE_INDEX = {"pre": 0, "early": 1, "late": 2}
+#: derived kinetic images: name -> (minuend phase, subtrahend phase); the image is ``minuend - subtrahend``
+DERIVED_IMAGES: dict[str, tuple[str, str]] = {"wash_in": ("early", "pre"), "wash_out": ("late", "early")}
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _NOT_CLINICAL = {"axis_order", "mask_start", "mask_end", "n_xy", "n_z", "n_times", "pix_type"}
 
@@ -34,6 +36,8 @@ class RadiomicsCase:
         pid: patient id.
         images: image name -> file, e.g. ``{"early": Path(...)}`` or ``{"pre":..., "early":..., "late":...}``
             (features of each image are prefixed by its name), or ``{"us": Path("x.png")}`` for a 2-D image.
+            A pair of files ``(a, b)`` stands for the subtraction image ``a - b`` (e.g. ``wash_out`` =
+            late - early, see :data:`DERIVED_IMAGES`).
         mask_path: tumour mask on the same grid (label > 0 is tumour).
         spacing: voxel size in mm in array order, (z, y, x) or (y, x); None: read from the header (3-D only).
         label: 0/1 target, None when unknown.
@@ -45,7 +49,7 @@ class RadiomicsCase:
     """
 
     pid: str
-    images: dict[str, Path]
+    images: dict[str, Path | tuple[Path, Path]]
     mask_path: Path
     spacing: tuple[float, ...] | None = None
     label: int | None = None
@@ -58,11 +62,21 @@ class RadiomicsCase:
     @property
     def is_2d(self) -> bool:
         """True when the images are 2-D pictures (PNG/JPG...)."""
-        return any(str(p).lower().endswith(IMAGE_2D_SUFFIXES) for p in self.images.values())
+        return any(str(p).lower().endswith(IMAGE_2D_SUFFIXES) for p in self._image_files())
+
+    def _image_files(self) -> list[Path]:
+        files: list[Path] = []
+        for k in sorted(self.images):
+            v = self.images[k]
+            if isinstance(v, tuple):
+                files.extend(Path(f) for f in v)
+            else:
+                files.append(Path(v))
+        return files
 
     def source_files(self) -> list[Path]:
         """Every file read for this case, in a fixed order (used by the feature-table cache key)."""
-        files = [Path(self.images[k]) for k in sorted(self.images)] + [Path(self.mask_path)]
+        files = [*self._image_files(), Path(self.mask_path)]
         for p in (self.mask2_path, self.breast_mask_path):
             if p is not None:
                 files.append(Path(p))
@@ -74,15 +88,25 @@ def from_case_record(record: CaseRecord, phases: Sequence[str] = ("early",)) -> 
 
     Args:
         record: a volume-based record with ``phase_paths`` and ``mask_path``.
-        phases: which phases to extract features from, among ``pre``, ``early``, ``late``.
+        phases: the images to extract features from: phases among ``pre``, ``early``, ``late`` and derived
+            subtraction images ``wash_in`` (early - pre) and ``wash_out`` (late - early).
     """
     if record.phase_paths is None or record.mask_path is None:
         raise DataError(f"case {record.pid}: radiomics needs phase files and a mask file (record has none)")
-    images: dict[str, Path] = {}
+    images: dict[str, Path | tuple[Path, Path]] = {}
     for ph in phases:
-        if ph not in PHASE_INDEX:
-            raise ValueError(f"phases contains {ph!r}: expected names among {sorted(PHASE_INDEX)}")
-        images[ph] = Path(record.phase_paths[PHASE_INDEX[ph]])
+        if ph in PHASE_INDEX:
+            images[ph] = Path(record.phase_paths[PHASE_INDEX[ph]])
+        elif ph in DERIVED_IMAGES:
+            a, b = DERIVED_IMAGES[ph]
+            images[ph] = (
+                Path(record.phase_paths[PHASE_INDEX[a]]),
+                Path(record.phase_paths[PHASE_INDEX[b]]),
+            )
+        else:
+            raise ValueError(
+                f"phases contains {ph!r}: expected names among {sorted(PHASE_INDEX) + sorted(DERIVED_IMAGES)}"
+            )
     clinical = {k: v for k, v in record.extra.items() if k not in _NOT_CLINICAL}
     extra = record.extra
     return RadiomicsCase(
@@ -200,7 +224,7 @@ def read_case_arrays(
     Raises:
         DataError: naming the file, for unreadable files, shape mismatches or an empty mask.
     """
-    from her2mri.data.io import read_header_spacing, read_mask, read_volume
+    from her2mri.data.io import read_header_spacing, read_mask
 
     mpath = {"mask": case.mask_path, "mask2": case.mask2_path, "breast_mask": case.breast_mask_path}[
         which_mask
@@ -214,9 +238,9 @@ def read_case_arrays(
             raise DataError(f"case {case.pid}: a 2-D image needs a (y, x) pixel spacing, got {case.spacing}")
         spacing = tuple(case.spacing)
     else:
-        images = {k: read_volume(p, axis_order=case.axis_order) for k, p in case.images.items()}
+        images = {k: _read_3d(v, case.axis_order) for k, v in case.images.items()}
         mask = read_mask(mpath, axis_order=case.axis_order).astype(bool)
-        first = next(iter(case.images.values()))
+        first = case._image_files()[0]
         spacing = (
             tuple(case.spacing)
             if case.spacing is not None
@@ -232,6 +256,18 @@ def read_case_arrays(
     if not mask.any():
         raise DataError(f"{mpath}: mask is empty (no voxel > 0)")
     return images, mask, spacing
+
+
+def _read_3d(source: Path | tuple[Path, Path], axis_order: str) -> np.ndarray:
+    """A volume as float32; a pair ``(a, b)`` is the subtraction image ``a - b`` (shapes checked)."""
+    from her2mri.data.io import read_volume
+
+    if not isinstance(source, tuple):
+        return read_volume(source, axis_order=axis_order)
+    a, b = (read_volume(p, axis_order=axis_order) for p in source)
+    if a.shape != b.shape:
+        raise DataError(f"{source[0]}: shape {a.shape} differs from {source[1]} ({b.shape}); cannot subtract")
+    return np.subtract(a, b, dtype=np.float32)
 
 
 def cases_frame(cases: Iterable[RadiomicsCase]) -> pd.DataFrame:

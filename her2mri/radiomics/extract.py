@@ -46,6 +46,8 @@ def require_pyradiomics() -> Any:
         ) from exc
     radiomics.setVerbosity(logging.ERROR)
     logging.getLogger("radiomics").setLevel(logging.ERROR)
+    # pykwalify validates the parameter file once per case and logs "validation.valid" at INFO each time
+    logging.getLogger("pykwalify").setLevel(logging.WARNING)
     return radiomics
 
 
