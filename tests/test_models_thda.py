@@ -171,3 +171,42 @@ def test_all_views_go_through_the_backbone_in_one_call():
         model(views(batch=2))
     handle.remove()
     assert calls == [(6, 3, SIZE, SIZE)]
+
+
+def test_side_attention_pools_the_backbone_stages_unchanged():
+    model = thda().eval()
+    x = views()
+    with torch.no_grad():
+        stages = model.backbone(x.flatten(0, 1))  # timm's own forward of the shared backbone
+        expected = torch.cat(
+            [
+                model.attention[0][n](f)[0].mean(dim=(2, 3))
+                for n, f in zip(model.stage_names, stages, strict=True)
+            ],
+            dim=1,
+        )
+        torch.testing.assert_close(model.forward_features(x), expected.unflatten(0, (2, 3)))
+
+
+def test_inline_attention_feeds_the_next_stage():
+    side = thda(attention_placement="side").eval()
+    inline = thda(attention_placement="inline").eval()
+    inline.load_state_dict(side.state_dict())  # same parameters, only the wiring differs
+    assert n_params(inline) == n_params(side)
+    x = views()
+    with torch.no_grad():
+        fs, fi = side.forward_features(x), inline.forward_features(x)
+        # the first attended stage is identical; later stages see the attended map in inline mode
+        c2 = side.backbone.feature_info.channels()[0]
+        torch.testing.assert_close(fi[..., :c2], fs[..., :c2])
+        assert not torch.allclose(fi[..., c2:], fs[..., c2:])
+        maps = inline.attention_maps(x)
+    assert [tuple(m.shape) for m in maps.values()] == [(2, 3, SIZE // s, SIZE // s) for s in (8, 16, 32)]
+    # with both attentions switched off, inline and side are the same network
+    off = {"use_channel_attention": False, "use_spatial_attention": False}
+    a, b = thda(**off).eval(), thda(attention_placement="inline", **off).eval()
+    b.load_state_dict(a.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+    with pytest.raises(ValueError, match="attention_placement='middle'"):
+        thda(attention_placement="middle")

@@ -22,6 +22,7 @@ from her2mri.models.weights import build_model
 __all__ = ["FUSION_MODES", "HeadFusion", "THDAResNet", "thda_resnet18", "thda_resnet34"]
 
 FUSION_MODES = ("attention", "concat", "mean")
+ATTENTION_PLACEMENTS = ("side", "inline")
 
 
 class HeadFusion(nn.Module):
@@ -85,8 +86,10 @@ class THDAResNet(Her2Model):
     2. **Dual attention at several scales** (*option* ``out_indices``, default layer2/3/4): on each returned
        stage, channel attention (GAP and GMP -> shared MLP with reduction ``reduction`` -> sigmoid) then
        multi-scale spatial attention (channel mean and max -> one ``k x k`` conv per ``k`` in
-       ``spatial_kernels`` -> learned 1x1 fusion -> sigmoid). Attention is applied beside the backbone (the
-       attended map feeds the pooling, not the next stage), so ImageNet features are not disturbed.
+       ``spatial_kernels`` -> learned 1x1 fusion -> sigmoid). *Option* ``attention_placement``: ``side``
+       (default; the attended map feeds the pooling, not the next stage, so ImageNet features are not
+       disturbed) or ``inline`` (the attended map replaces the stage output and feeds the next stage, as in
+       CBAM inserted between stages).
        *Option* ``share_attention`` (default true, like the backbone): one set of attention modules for all
        heads, or one set per head.
     3. **Multi-scale pooling**: global average pooling of each attended stage, concatenated into the head's
@@ -112,6 +115,8 @@ class THDAResNet(Her2Model):
         use_channel_attention: enable channel attention (ablation switch).
         use_spatial_attention: enable spatial attention (ablation switch).
         share_attention: one set of attention modules for all heads (true) or one per head (false).
+        attention_placement: ``side`` (attention feeds the pooling only) or ``inline`` (the attended
+            stage output also feeds the next backbone stage). Same parameters either way.
         fusion: ``attention``, ``concat`` or ``mean``.
         fusion_hidden: hidden width of the attention-fusion score; 0 = linear score.
         drop_rate: dropout before the classifier.
@@ -137,6 +142,7 @@ class THDAResNet(Her2Model):
         use_channel_attention: bool = True,
         use_spatial_attention: bool = True,
         share_attention: bool = True,
+        attention_placement: str = "side",
         fusion: str = "attention",
         fusion_hidden: int = 0,
         drop_rate: float = 0.5,
@@ -149,6 +155,12 @@ class THDAResNet(Her2Model):
         out_indices = tuple(int(i) for i in out_indices)
         if not out_indices or len(set(out_indices)) != len(out_indices) or min(out_indices) < 1:
             raise ValueError(f"out_indices must be distinct stage numbers >= 1, got {out_indices!r}")
+        if attention_placement not in ATTENTION_PLACEMENTS:
+            raise ValueError(
+                f"attention_placement={attention_placement!r} is not valid. "
+                f"Valid values: {', '.join(ATTENTION_PLACEMENTS)}."
+            )
+        self.attention_placement = attention_placement
         self.backbone_name = backbone
         self.in_chans = in_chans
         self.num_views = num_views
@@ -164,6 +176,10 @@ class THDAResNet(Her2Model):
             **timm_kwargs,
         )
         self.stage_names: list[str] = list(self.backbone.feature_info.module_name())
+        self._stage_set = frozenset(self.stage_names)
+        missing = self._stage_set - set(self.backbone.keys())
+        if missing:  # the forward pass walks the backbone's modules by name
+            raise ValueError(f"backbone={backbone!r}: stages {sorted(missing)} are not top-level modules")
         channels = self.backbone.feature_info.channels()
         n_sets = 1 if self.share_attention else num_views
         self.attention = nn.ModuleList(
@@ -199,21 +215,32 @@ class THDAResNet(Her2Model):
         """Per-head features ``(B, V, D)`` and, on request, spatial maps ``(B, V, h, w)`` per stage."""
         x = self._check_views(x)
         b, v = x.shape[:2]
-        stages = self.backbone(x.flatten(0, 1))
         pooled: list[Tensor] = []
         maps: dict[str, Tensor] = {}
-        for name, feat in zip(self.stage_names, stages, strict=True):
-            if self.share_attention:
-                att, smap = self.attention[0][name](feat)
-            else:
-                per_view = feat.unflatten(0, (b, v))
-                outs = [self.attention[i][name](per_view[:, i]) for i in range(v)]
-                att = torch.stack([o[0] for o in outs], dim=1).flatten(0, 1)
-                smap = None if outs[0][1] is None else torch.stack([o[1] for o in outs], dim=1).flatten(0, 1)
+        h = x.flatten(0, 1)
+        inline = self.attention_placement == "inline"
+        # the modules of timm's FeatureListNet in order (it stops after the last returned stage)
+        for module_name, module in self.backbone.items():
+            h = module(h)
+            if module_name not in self._stage_set:
+                continue
+            att, smap = self._attend(module_name, h, b, v)
             pooled.append(att.mean(dim=(2, 3)))
             if return_maps and smap is not None:
-                maps[name] = smap.reshape(b, v, *smap.shape[-2:])
+                maps[module_name] = smap.reshape(b, v, *smap.shape[-2:])
+            if inline:
+                h = att
         return torch.cat(pooled, dim=1).unflatten(0, (b, v)), maps
+
+    def _attend(self, name: str, feat: Tensor, b: int, v: int) -> tuple[Tensor, Tensor | None]:
+        """Dual attention of one stage ``(B * V, C, h, w)``: the attended map and the spatial map."""
+        if self.share_attention:
+            return self.attention[0][name](feat)
+        per_view = feat.unflatten(0, (b, v))
+        outs = [self.attention[i][name](per_view[:, i]) for i in range(v)]
+        att = torch.stack([o[0] for o in outs], dim=1).flatten(0, 1)
+        smap = None if outs[0][1] is None else torch.stack([o[1] for o in outs], dim=1).flatten(0, 1)
+        return att, smap
 
     # -- API -----------------------------------------------------------------------------------------------
     def forward_features(self, x: Tensor) -> Tensor:
