@@ -178,6 +178,35 @@ def test_ddp_spawn_two_processes_same_patient_auc(tmp_path):
     got = multi.callback_metrics["test/auroc_patient"]
     assert float(multi.callback_metrics["test/n_slices"]) == float(ref_n) == 15.0
     assert math.isclose(float(got), float(ref), abs_tol=1e-6)
+    # the epoch loss is reduced over both ranks: the 15 slices plus slice 0 again (the sampler's padding)
+    per_slice = _per_slice_losses(module, dm(4).test_ds)
+    assert float(single.callback_metrics["test/loss"]) == pytest.approx(per_slice.mean().item(), rel=1e-5)
+    expected = (per_slice.sum() + per_slice[0]).item() / 16
+    assert float(multi.callback_metrics["test/loss"]) == pytest.approx(expected, rel=1e-5)
+
+
+def _per_slice_losses(module: HER2Classifier, ds: Dataset) -> torch.Tensor:
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    y = torch.stack([ds[i]["label"] for i in range(len(ds))])
+    with torch.no_grad():
+        return torch.nn.functional.cross_entropy(module(x).float(), y, reduction="none").double()
+
+
+def test_epoch_loss_is_the_slice_weighted_mean_of_batch_losses(tmp_path):
+    L.seed_everything(0)
+    module = HER2Classifier(_spec(), class_weights=None).eval()
+    data = _DM(batch_size=4)  # 18 test slices: batches of 4, 4, 4, 4, 2
+    per_slice = _per_slice_losses(module, data.test_ds)
+    trainer = _trainer(tmp_path)
+    trainer.test(module, datamodule=data, verbose=False)
+    assert float(trainer.callback_metrics["test/loss"]) == pytest.approx(per_slice.mean().item(), rel=1e-5)
+    # unlabelled slices (label -1) are left out of the loss; a stage with none labelled logs no loss
+    for i in range(len(data.test_ds.items)):
+        pid, s_, _, img = data.test_ds.items[i]
+        data.test_ds.items[i] = (pid, s_, -1, img)
+    trainer = _trainer(tmp_path)
+    trainer.test(module, datamodule=data, verbose=False)
+    assert "test/loss" not in trainer.callback_metrics
 
 
 def test_gather_deduplicates_sampler_padding():

@@ -198,6 +198,8 @@ class HER2Classifier(L.LightningModule):
         self.val_auroc_best.persistent(True)  # survives a resume from checkpoint
         #: per-stage buffers of (pids, slice_idx, labels, probs) filled by the eval steps
         self._buffers: dict[str, list[tuple[list[str], Tensor, Tensor, Tensor]]] = {}
+        #: per-stage (sum of batch loss x labelled slices, labelled slices), on the device
+        self._loss_sums: dict[str, Tensor] = {}
         #: last aggregated predictions per stage name: (slices, patients)
         self.predictions: dict[str, tuple[SlicePredictions, PatientPredictions]] = {}
         #: last computed epoch-end metrics per stage name
@@ -284,9 +286,11 @@ class HER2Classifier(L.LightningModule):
         labelled = label >= 0  # label -1: unknown (external cohorts scored without labels)
         n_labelled = int(labelled.sum())  # one host sync per eval batch (never in training steps)
         if n_labelled:
-            # rank-local mean (not synced: a rank may see no labelled slice; patient metrics are gathered)
-            loss = self.loss_fn(logits[labelled].float(), label[labelled])
-            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n_labelled)
+            # (loss x slices, slices) summed over the epoch; reduced over DDP ranks in _finish_stage
+            loss = self.loss_fn(logits[labelled].float(), label[labelled]).detach()
+            sums = self._loss_sums.setdefault(stage, torch.zeros(2, dtype=torch.float64, device=loss.device))
+            sums[0] += loss.double() * n_labelled
+            sums[1] += n_labelled
         pids = [str(p) for p in batch["pid"]]
         sidx = batch.get("slice_idx")
         if sidx is None:
@@ -316,12 +320,14 @@ class HER2Classifier(L.LightningModule):
 
     # ------------------------------------------------------------------ epoch ends
     def on_validation_epoch_start(self) -> None:
-        """Clear the validation buffer."""
+        """Clear the validation buffers."""
         self._buffers.pop("val", None)
+        self._loss_sums.pop("val", None)
 
     def on_test_epoch_start(self) -> None:
-        """Clear the test buffer."""
+        """Clear the test buffers."""
         self._buffers.pop(self.test_stage_name, None)
+        self._loss_sums.pop(self.test_stage_name, None)
 
     def on_validation_epoch_end(self) -> None:
         """Aggregate per patient, log ``val/*`` and the running best ``val/auroc_patient_best``."""
@@ -338,7 +344,20 @@ class HER2Classifier(L.LightningModule):
         """Aggregate per patient and log the test metrics."""
         self._finish_stage(self.test_stage_name)
 
+    def _log_epoch_loss(self, stage: str) -> None:
+        """Log ``{stage}/loss``: the slice-weighted mean of the batch losses over every DDP rank."""
+        sums = self._loss_sums.pop(stage, None)
+        if sums is None:
+            sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(sums)  # every rank calls this, with zeros when it saw no labelled slice
+        total, n = (float(v) for v in sums.cpu())
+        if n > 0:
+            self.log(f"{stage}/loss", total / n, sync_dist=False)
+
     def _finish_stage(self, stage: str) -> dict[str, float] | None:
+        self._log_epoch_loss(stage)
         chunks = self._buffers.pop(stage, [])
         pids: list[str] = [p for c in chunks for p in c[0]]
         if chunks:
