@@ -7,7 +7,7 @@ choice is a constructor argument documented in :class:`THDAResNet` and ``docs/mo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import timm
@@ -217,20 +217,26 @@ class THDAResNet(Her2Model):
         b, v = x.shape[:2]
         pooled: list[Tensor] = []
         maps: dict[str, Tensor] = {}
-        h = x.flatten(0, 1)
-        inline = self.attention_placement == "inline"
-        # the modules of timm's FeatureListNet in order (it stops after the last returned stage)
-        for module_name, module in self.backbone.items():
-            h = module(h)
-            if module_name not in self._stage_set:
-                continue
-            att, smap = self._attend(module_name, h, b, v)
+        for name, att, smap in self._attended_stages(x.flatten(0, 1), b, v):
             pooled.append(att.mean(dim=(2, 3)))
             if return_maps and smap is not None:
-                maps[module_name] = smap.reshape(b, v, *smap.shape[-2:])
-            if inline:
-                h = att
+                maps[name] = smap.reshape(b, v, *smap.shape[-2:])
         return torch.cat(pooled, dim=1).unflatten(0, (b, v)), maps
+
+    def _attended_stages(self, h: Tensor, b: int, v: int) -> Iterator[tuple[str, Tensor, Tensor | None]]:
+        """``(stage name, attended map, spatial map)`` of each attended stage, in order."""
+        if self.attention_placement == "side":
+            # timm's own forward (grad checkpointing included), then attention on the returned stages
+            for name, feat in zip(self.stage_names, self.backbone(h), strict=True):
+                yield (name, *self._attend(name, feat, b, v))
+            return
+        # inline: walk timm's FeatureListNet modules in order (it stops after the last returned stage)
+        for module_name, module in self.backbone.items():
+            h = module(h)
+            if module_name in self._stage_set:
+                att, smap = self._attend(module_name, h, b, v)
+                h = att
+                yield module_name, att, smap
 
     def _attend(self, name: str, feat: Tensor, b: int, v: int) -> tuple[Tensor, Tensor | None]:
         """Dual attention of one stage ``(B * V, C, h, w)``: the attended map and the spatial map."""
