@@ -22,7 +22,7 @@ import pandas as pd
 
 from her2mri.data.errors import DataError
 from her2mri.data.io import check_axis_order
-from her2mri.data.records import CaseRecord, parse_binary_label
+from her2mri.data.records import CaseRecord, parse_binary_label, read_csv_checked
 
 PHASE_COLS: tuple[str, str, str] = ("pre", "early", "late")
 SPACING_COLS: tuple[str, str, str] = ("spacing_z", "spacing_y", "spacing_x")
@@ -99,12 +99,7 @@ def read_manifest(
     """
     check_axis_order(axis_order)
     csv = Path(csv)
-    if not csv.is_file():
-        raise DataError(f"{csv}: manifest CSV not found")
-    try:
-        df = pd.read_csv(csv, dtype={"case_id": str})
-    except Exception as exc:
-        raise DataError(f"{csv}: cannot read CSV ({type(exc).__name__}: {exc})") from exc
+    df = read_csv_checked(csv, "manifest CSV", {"case_id": str})
     cols = set(df.columns)
     has_phases, has_rgb = set(PHASE_COLS) <= cols, "rgb" in cols
     required = ["case_id"] + (["label"] if require_label else [])

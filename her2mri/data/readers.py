@@ -30,7 +30,7 @@ import pandas as pd
 
 from her2mri.data.errors import DataError
 from her2mri.data.io import check_axis_order
-from her2mri.data.records import CaseRecord, check_unique_pids, parse_binary_label
+from her2mri.data.records import CaseRecord, check_unique_pids, parse_binary_label, read_csv_checked
 
 PHASE_PATTERNS: dict[str, re.Pattern[str]] = {
     "spy2": re.compile(r"^(?P<pid>.+)_spy2_vis1_dce_aqc_(?P<k>\d+)\.nii(?:\.gz)?$"),
@@ -122,12 +122,7 @@ def read_metadata_csv(path: str | Path, required: tuple[str, ...] = ("pid",)) ->
         DataError: unreadable CSV, a missing column (naming it and the file) or a duplicate pid.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: metadata CSV not found")
-    try:
-        df = pd.read_csv(path, dtype={"pid": str})
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read CSV ({type(exc).__name__}: {exc})") from exc
+    df = read_csv_checked(path, "metadata CSV", {"pid": str})
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing metadata column(s) {missing}; columns present: {list(df.columns)}")

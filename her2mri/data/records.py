@@ -7,12 +7,15 @@ inspect and split. Readers in :mod:`her2mri.data.readers`, :mod:`her2mri.data.ma
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from her2mri.data.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -117,3 +120,25 @@ def split_counts(records: Sequence[CaseRecord]) -> dict[str, dict[str, int]]:
         d["patients"] += 1
         d["pos" if r.label == 1 else "neg" if r.label == 0 else "unknown"] += 1
     return out
+
+
+def read_csv_checked(path: str | Path, what: str, dtype: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Read a CSV, turning a missing or unreadable file into a :class:`DataError` that names it.
+
+    Args:
+        path: the CSV file.
+        what: what the file is, for the message (e.g. ``"metadata CSV"``).
+        dtype: column dtypes passed to :func:`pandas.read_csv` (ids as ``str`` keep leading zeros).
+
+    Raises:
+        DataError: ``"<path>: <what> not found"`` or ``"<path>: cannot read CSV (<error>)"``.
+    """
+    import pandas as pd  # local: records.py is imported by light modules too
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        return pd.read_csv(path, dtype=dict(dtype) if dtype else None)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read CSV ({type(exc).__name__}: {exc})") from exc

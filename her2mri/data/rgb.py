@@ -13,10 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from her2mri.data.errors import DataError
-from her2mri.data.records import CaseRecord, parse_binary_label
+from her2mri.data.records import CaseRecord, parse_binary_label, read_csv_checked
 
 DEFAULT_SPLIT_MAP: dict[str, str] = {
     "train": "train",
@@ -91,12 +89,7 @@ def read_rgb_slices(
             splits, a bad label or split value, a duplicate slice.
     """
     csv = Path(index_csv)
-    if not csv.is_file():
-        raise DataError(f"{csv}: slice index CSV not found")
-    try:
-        df = pd.read_csv(csv, dtype={pid_col: str, file_col: str})
-    except Exception as exc:
-        raise DataError(f"{csv}: cannot read CSV ({type(exc).__name__}: {exc})") from exc
+    df = read_csv_checked(csv, "slice index CSV", {pid_col: str, file_col: str})
     required = [pid_col, file_col, slice_col] + ([label_col] if require_label else [])
     if split_col is not None:
         required.append(split_col)
