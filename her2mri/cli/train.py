@@ -1,11 +1,12 @@
 """``her2mri-train``: train a HER2 classifier from the Hydra config ``conf/train.yaml``.
 
-With no arguments it runs the main job (synthetic cohort, THDA-ResNet34, CPU, a few minutes). Examples::
+With no arguments it runs the main job (synthetic cohort, THDA-ResNet34, CPU, a few minutes): the demo
+settings of ``conf/demo/synthetic.yaml`` apply only while ``data=synthetic``; any other ``data=`` option gets
+the plain group defaults. Examples::
 
     her2mri-train
     her2mri-train experiment=vit_baseline trainer=gpu
-    her2mri-train experiment=null data=breastdcedl data.root=/data/BreastDCEDL \
-        data.metadata_csv=/data/meta.csv
+    her2mri-train data=breastdcedl data.root=/data/BreastDCEDL data.metadata_csv=/data/meta.csv
     her2mri-train debug=fdr
     her2mri-train -m experiment=paper_thda sweep=seeds          # a multirun (docs/experiments.md)
 
@@ -14,6 +15,9 @@ returns the sweeper's worst value (:mod:`her2mri.experiments.faults`).
 """
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
 
 import hydra
 from omegaconf import DictConfig
@@ -33,9 +37,30 @@ def _main(cfg: DictConfig) -> float | None:
     return run_task(train, cfg, lambda metrics: metric_value(metrics, cfg.get("optimized_metric")))
 
 
+def normalize_null_choices(argv: Sequence[str]) -> list[str]:
+    """Rewrite ``group=null`` overrides that Hydra's parser rejects into what they mean.
+
+    ``experiment=null`` (the old documented way to the plain defaults) names the default, so it is dropped;
+    ``demo=null`` becomes ``~demo`` (no demo settings on the synthetic cohort).
+
+    Args:
+        argv: command-line arguments after the program name.
+
+    Returns:
+        The arguments with those two forms rewritten; everything else unchanged and in order.
+    """
+    out: list[str] = []
+    for arg in argv:
+        if arg in ("experiment=null", "experiment=none"):
+            continue
+        out.append("~demo" if arg in ("demo=null", "demo=none") else arg)
+    return out
+
+
 def main() -> float | None:
     """Console entry point (returns ``optimized_metric`` for Hydra sweepers)."""
     check_config_dir(CONFIG_NAME)
+    sys.argv[1:] = normalize_null_choices(sys.argv[1:])
     return _main()
 
 
