@@ -105,6 +105,17 @@ nomo <- list(
   risk_at = nom[["Predicted Value"]]$x.real, risk_points = nom[["Predicted Value"]]$x
 )
 
+# Unpaired DeLong (pROC roc.test paired = FALSE): cohort 1 = the first 100 rows scored by score_a, cohort 2 =
+# the other rows scored by score_b (disjoint patients, as an internal test set and an external site).
+h <- seq_len(100)
+ru1 <- roc(d$y[h], d$score_a[h], levels = c(0, 1), direction = "<", quiet = TRUE)
+ru2 <- roc(d$y[-h], d$score_b[-h], levels = c(0, 1), direction = "<", quiet = TRUE)
+tu <- roc.test(ru1, ru2, method = "delong", paired = FALSE)
+delong_unpaired <- list(
+  n1 = length(h), auc1 = as.numeric(auc(ru1)), auc2 = as.numeric(auc(ru2)),
+  statistic = as.numeric(tu$statistic), df = as.numeric(tu$parameter), p = as.numeric(tu$p.value)
+)
+
 out <- list(
   meta = list(
     generated_by = "tools/r_reference.R (run by tools/make_r_reference.py)",
@@ -115,6 +126,6 @@ out <- list(
   ),
   delong = delong, asah = asah, youden = youden, wilson = wilson,
   calibration = calibration, calibration_rounded = calibration_rounded,
-  hoslem = hl, nomogram = nomo
+  hoslem = hl, nomogram = nomo, delong_unpaired = delong_unpaired
 )
 write_json(out, args[2], digits = NA, auto_unbox = TRUE, pretty = TRUE)

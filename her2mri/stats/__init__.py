@@ -9,10 +9,12 @@ only, constant scores where a variance is needed, NaN/inf, length mismatch, labe
 from her2mri.stats.auc import (
     AUCResult,
     DeLongTestResult,
+    UnpairedDeLongResult,
     auc_ci_delong,
     delong_covariance,
     delong_pvalue_matrix,
     delong_test,
+    delong_test_unpaired,
     roc_auc,
 )
 from her2mri.stats.bootstrap import auc_ci_bootstrap, bootstrap_ci, stratified_bootstrap_indices
@@ -23,11 +25,14 @@ from her2mri.stats.calibration import (
     brier_score,
     calibration_curve,
     calibration_stats,
+    expected_calibration_error,
 )
+from her2mri.stats.conformal import ConformalCalibration, conformal_coverage, fit_conformal
 from her2mri.stats.dca import decision_curve, net_benefit, plot_decision_curve
 from her2mri.stats.hosmer_lemeshow import HosmerLemeshowResult, hosmer_lemeshow
 from her2mri.stats.nomogram import Nomogram, NomogramPredictor, axis_values, build_nomogram, plot_nomogram
 from her2mri.stats.proportions import ProportionCI, wilson_ci
+from her2mri.stats.recalibration import RECALIBRATION_METHODS, Recalibrator, fit_recalibrator
 from her2mri.stats.thresholds import (
     ThresholdMetrics,
     metrics_at_threshold,
@@ -37,6 +42,15 @@ from her2mri.stats.thresholds import (
 
 __all__ = [
     "DEFAULT_EPS",
+    "RECALIBRATION_METHODS",
+    "ConformalCalibration",
+    "Recalibrator",
+    "UnpairedDeLongResult",
+    "conformal_coverage",
+    "delong_test_unpaired",
+    "expected_calibration_error",
+    "fit_conformal",
+    "fit_recalibrator",
     "AUCResult",
     "CalibrationCurve",
     "CalibrationResult",

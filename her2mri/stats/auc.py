@@ -274,3 +274,98 @@ def delong_pvalue_matrix(y_true: Any, scores: dict[str, Any]) -> dict[str, dict[
             p = delong_test(y_true, scores[a], scores[b]).p_value
             out[a][b] = out[b][a] = p
     return out
+
+
+@dataclass(frozen=True)
+class UnpairedDeLongResult:
+    """DeLong test of two AUCs on *different* patients (e.g. an internal test set and an external site).
+
+    Attributes:
+        auc1: AUC of the first ROC curve.
+        auc2: AUC of the second ROC curve.
+        diff: ``auc1 - auc2``.
+        diff_ci_lower: lower bound of the CI of the difference (``diff -/+ t_{df} * sd``).
+        diff_ci_upper: upper bound.
+        statistic: pROC's ``D = diff / sqrt(var1 + var2)`` (DeLong variances of each curve).
+        df: Welch-Satterthwaite degrees of freedom, as pROC.
+        p_value: two-sided p-value ``2 * P(T_df > |D|)``.
+        conf_level: confidence level of the difference CI.
+        var1: DeLong variance of ``auc1``.
+        var2: DeLong variance of ``auc2``.
+        n1: patients of curve 1.
+        n2: patients of curve 2.
+    """
+
+    auc1: float
+    auc2: float
+    diff: float
+    diff_ci_lower: float
+    diff_ci_upper: float
+    statistic: float
+    df: float
+    p_value: float
+    conf_level: float
+    var1: float
+    var2: float
+    n1: int
+    n2: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python dict (JSON serialisable)."""
+        return asdict(self)
+
+
+def delong_test_unpaired(
+    y_true1: Any, y_score1: Any, y_true2: Any, y_score2: Any, conf_level: float = 0.95
+) -> UnpairedDeLongResult:
+    """Unpaired DeLong test of two ROC curves on disjoint patients, as pROC ``roc.test(paired = FALSE)``.
+
+    pROC (``delong.unpaired.test``) computes ``D = (AUC1 - AUC2) / sqrt(V1 + V2)`` with each ``V`` the DeLong
+    variance of one curve, and ``df = (V1 + V2)^2 / (V1^2 / (N1 - 1) + V2^2 / (N2 - 1))`` with ``N`` the
+    number of patients of a curve; the p-value is from Student's t with ``df`` degrees of freedom. The CI
+    of the difference (not given by pROC for unpaired curves) uses the same ``t_df`` quantile.
+
+    Args:
+        y_true1: labels of cohort 1 (both classes, >= 2 of each).
+        y_score1: scores of cohort 1.
+        y_true2: labels of cohort 2 (both classes, >= 2 of each).
+        y_score2: scores of cohort 2.
+        conf_level: confidence level of the difference CI.
+
+    Returns:
+        An :class:`UnpairedDeLongResult`.
+    """
+    from scipy.stats import t as student_t
+
+    level = check_level(conf_level)
+    r1 = auc_ci_delong(y_true1, y_score1, level)
+    r2 = auc_ci_delong(y_true2, y_score2, level)
+    v1, v2 = float(r1.variance or 0.0), float(r2.variance or 0.0)
+    n1, n2 = r1.n_pos + r1.n_neg, r2.n_pos + r2.n_neg
+    diff = r1.auc - r2.auc
+    var = v1 + v2
+    if var <= 0.0:
+        raise ValueError(
+            f"the DeLong variances of both curves are 0 (AUCs {r1.auc} and {r2.auc}): "
+            "no unpaired test possible."
+        )
+    sd = math.sqrt(var)
+    stat = diff / sd
+    df = var**2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+    p = float(2.0 * student_t.sf(abs(stat), df))
+    half = float(student_t.ppf(0.5 + level / 2.0, df)) * sd
+    return UnpairedDeLongResult(
+        auc1=r1.auc,
+        auc2=r2.auc,
+        diff=diff,
+        diff_ci_lower=diff - half,
+        diff_ci_upper=diff + half,
+        statistic=float(stat),
+        df=float(df),
+        p_value=p,
+        conf_level=level,
+        var1=v1,
+        var2=v2,
+        n1=n1,
+        n2=n2,
+    )

@@ -175,3 +175,25 @@ def calibration_curve(
         bin_edges=edges,
         strategy=strategy,
     )
+
+
+def expected_calibration_error(
+    y_true: Any, y_prob: Any, n_bins: int = 10, strategy: str = "uniform"
+) -> float:
+    """Expected calibration error: ``sum_b (n_b / n) * |mean predicted_b - observed_b|``.
+
+    The bins are those of :func:`calibration_curve` (default: ``n_bins`` equal-width bins on [0, 1], the usual
+    ECE of Guo et al. 2017). 0 is perfect; it depends on the binning, so compare values with the same bins.
+
+    Args:
+        y_true: labels (0/1).
+        y_prob: predicted probabilities in [0, 1].
+        n_bins: number of bins (>= 2).
+        strategy: ``"uniform"`` (default) or ``"quantile"``.
+
+    Returns:
+        The ECE in [0, 1].
+    """
+    curve = calibration_curve(y_true, y_prob, n_bins=n_bins, strategy=strategy)
+    weights = curve.count / curve.count.sum()
+    return float(np.sum(weights * np.abs(curve.mean_predicted - curve.observed)))
