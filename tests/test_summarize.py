@@ -159,3 +159,66 @@ def test_cli(tmp_path, capsys):
     empty.mkdir()
     assert summarize_main([str(empty)]) == 2
     assert "no run directory" in capsys.readouterr().err
+
+
+def _fold_predictions(run_dir: Path, pids: list[str], labels: list[int], probs: list[float]) -> None:
+    pred = run_dir / "predictions"
+    pred.mkdir(parents=True, exist_ok=True)
+    lines = ["pid,label,prob,n_slices"] + [
+        f"{p},{y},{q!r},1" for p, y, q in zip(pids, labels, probs, strict=True)
+    ]
+    (pred / "test_patients.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_pooled_oof_auc_equals_auc_of_the_concatenated_folds(tmp_path):
+    """sweep=folds: the folds' test predictions pooled give one AUC with a DeLong (or bootstrap) CI."""
+    import numpy as np
+
+    from her2mri.stats import auc_ci_delong
+
+    rng = np.random.default_rng(0)
+    all_y, all_p = [], []
+    for seed in (0, 1):
+        for fold in range(3):
+            run = _fake_run(
+                tmp_path / "mr" / f"s{seed}f{fold}",
+                [f"data.fold={fold}", f"seed={seed}"],
+                {"test/auroc_patient": 0.7},
+                seed=seed,
+                kfold=fold,
+            )
+            y = rng.integers(0, 2, 20)
+            y[:2] = [0, 1]
+            p = np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.2, 20) + 0.1 * fold, 0, 1)
+            _fold_predictions(run, [f"P{fold}_{i}" for i in range(20)], y.tolist(), p.tolist())
+            if seed == 0:
+                all_y.append(y)
+                all_p.append(p)
+    ref = auc_ci_delong(np.concatenate(all_y), np.concatenate(all_p))
+    runs, groups, text = summarize([tmp_path / "mr"], tmp_path / "out")
+    (g,) = groups
+    assert g.folds == [0, 1, 2] and len(g.oof) == 2
+    o0 = next(o for o in g.oof if o.seed == 0)
+    assert o0.n == 60 and o0.auroc == pytest.approx(ref.auc, abs=1e-12)
+    assert (o0.ci_low, o0.ci_high) == pytest.approx((ref.ci_lower, ref.ci_upper), abs=1e-12)
+    assert o0.auroc != pytest.approx(g.mean["test/auroc_patient"])  # not the mean of the per-fold AUCs
+    assert "pooled OOF AUC (95% CI)" in text and "(mean of 2 seeds)" in text
+    with (tmp_path / "out" / "oof_pooled.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["seed"] for r in rows] == ["0", "1"]
+    assert float(rows[0]["auroc"]) == pytest.approx(ref.auc, abs=1e-6)
+    # bootstrap CI from the CLI
+    assert summarize_main([str(tmp_path / "mr"), "--out", str(tmp_path / "b"), "--oof-ci", "bootstrap",
+                           "--n-boot", "200", "--quiet"]) == 0  # fmt: skip
+    with (tmp_path / "b" / "oof_pooled.csv").open() as fh:
+        b = list(csv.DictReader(fh))[0]
+    assert b["ci_method"] == "bootstrap" and float(b["ci_low"]) < float(b["auroc"]) < float(b["ci_high"])
+
+
+def test_pooled_oof_refuses_overlapping_folds(tmp_path):
+    for fold in range(2):
+        run = _fake_run(tmp_path / str(fold), [f"data.fold={fold}"], {"test/auroc_patient": 0.7}, kfold=fold)
+        _fold_predictions(run, ["A", "B", "C", "D"], [0, 1, 0, 1], [0.1, 0.8, 0.3, 0.6])
+    _, groups, _ = summarize([tmp_path], tmp_path / "out")
+    (o,) = groups[0].oof
+    assert o.n == 0 and "appear in the test split of two folds" in o.notes[0]

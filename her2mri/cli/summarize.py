@@ -2,7 +2,9 @@
 
 Writes ``summary.csv`` (one row per experiment and setting: mean, sd and count of every metric),
 ``summary.md`` (the same as a markdown table of the patient-level metrics, plus the failed runs) and
-``runs.csv`` (one row per run) into ``--out`` (default: the first DIR), and prints the markdown. Examples::
+``runs.csv`` (one row per run) and, for ``sweep=folds`` runs, ``oof_pooled.csv`` (the pooled out-of-fold
+AUC with its CI per seed, also a column of summary.md) into ``--out`` (default: the first DIR), and prints
+the markdown. Examples::
 
     her2mri-summarize multirun/
     her2mri-summarize outputs/ multirun/ --out results/ --metrics test/auroc_patient,val/auroc_patient
@@ -45,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {','.join(DEFAULT_REPLICATE_KEYS)}; add ckpt_path to average evaluations of several "
         "checkpoints)",
     )  # fmt: skip
+    p.add_argument(
+        "--oof-ci", choices=("delong", "bootstrap"), default="delong",
+        help="CI of the pooled out-of-fold AUC of sweep=folds runs (default delong)",
+    )  # fmt: skip
+    p.add_argument(
+        "--n-boot", type=int, default=2000, help="bootstrap replicates for --oof-ci bootstrap (default 2000)"
+    )
     p.add_argument("--quiet", action="store_true", help="do not print the markdown table")
     return p
 
@@ -53,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 bad arguments or nothing found)."""
     args = build_parser().parse_args(argv)
     try:
-        runs, groups, text = summarize(args.dirs, args.out, args.replicate_keys, args.metrics)
+        if args.n_boot < 1:
+            raise ValueError(f"--n-boot must be >= 1; got {args.n_boot}")
+        runs, groups, text = summarize(
+            args.dirs, args.out, args.replicate_keys, args.metrics, oof_ci=args.oof_ci, n_boot=args.n_boot
+        )
     except (FileNotFoundError, ValueError) as exc:
         print(f"her2mri-summarize: error: {exc}", file=sys.stderr)  # noqa: T201
         return 2

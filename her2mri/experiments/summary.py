@@ -90,6 +90,13 @@ class GroupSummary:
     mean: dict[str, float]
     sd: dict[str, float]
     count: dict[str, int]
+    oof: list[Any] = field(default_factory=list)  # PooledOOF per seed (k-fold groups only)
+
+    @property
+    def oof_auroc(self) -> float:
+        """Pooled out-of-fold AUC (mean over seeds when several), ``nan`` when not pooled."""
+        values = [o.auroc for o in self.oof if math.isfinite(o.auroc)]
+        return statistics.fmean(values) if values else float("nan")
 
 
 # ---------------------------------------------------------------------- reading
@@ -243,11 +250,32 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
     return mean, sd, len(finite)
 
 
-def summarize_runs(runs: Sequence[RunResult]) -> list[GroupSummary]:
+def _pooled_oof(ok: Sequence[RunResult], oof_ci: str, n_boot: int) -> list[Any]:
+    """Pooled OOF AUC per seed of the k-fold runs of a group (empty when no run has a fold)."""
+    from her2mri.experiments.oof import pooled_oof_auc
+
+    by_seed: dict[int | None, list[RunResult]] = {}
+    for r in ok:
+        if r.fold is not None:
+            by_seed.setdefault(r.seed, []).append(r)
+    return [
+        pooled_oof_auc([r.path for r in rs], [int(r.fold) for r in rs], seed, method=oof_ci, n_boot=n_boot)  # type: ignore[arg-type]
+        for seed, rs in sorted(by_seed.items(), key=lambda kv: (kv[0] is None, kv[0] or 0))
+    ]
+
+
+def summarize_runs(
+    runs: Sequence[RunResult], oof_ci: str = "delong", n_boot: int = 2000
+) -> list[GroupSummary]:
     """Mean ± sd (sample sd, ``ddof=1``) of every metric over the ok runs of each group.
+
+    For k-fold groups (``sweep=folds``) the test predictions of the folds are also pooled per seed into one
+    out-of-fold AUC with a CI (:func:`her2mri.experiments.oof.pooled_oof_auc`).
 
     Args:
         runs: runs with ``setting`` filled (see :func:`assign_settings`).
+        oof_ci: CI of the pooled out-of-fold AUC: ``delong`` or ``bootstrap``.
+        n_boot: bootstrap replicates when ``oof_ci="bootstrap"``.
 
     Returns:
         One :class:`GroupSummary` per ``(task, experiment, setting)``, sorted.
@@ -276,6 +304,7 @@ def summarize_runs(runs: Sequence[RunResult]) -> list[GroupSummary]:
                 mean=mean,
                 sd=sd,
                 count=count,
+                oof=_pooled_oof(ok, oof_ci, n_boot),
             )
         )
     return out
@@ -317,6 +346,7 @@ def write_summary_csv(groups: Sequence[GroupSummary], path: str | Path) -> Path:
     path = Path(path)
     names = sorted({m for g in groups for m in g.mean})
     header = ["task", "experiment", "setting", "n_runs", "n_failed", "seeds", "folds"]
+    header += ["oof_auroc", "oof_ci_low", "oof_ci_high", "oof_ci_method", "oof_n", "oof_n_seeds"]
     for m in names:
         header += [f"{m}_mean", f"{m}_sd", f"{m}_n"]
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -325,6 +355,15 @@ def write_summary_csv(groups: Sequence[GroupSummary], path: str | Path) -> Path:
         for g in groups:
             row: list[Any] = [g.task, g.experiment, g.setting, g.n_runs, g.n_failed]
             row += [" ".join(map(str, g.seeds)), " ".join(map(str, g.folds))]
+            one = g.oof[0] if len(g.oof) == 1 else None
+            row += [
+                _fmt(g.oof_auroc, 6),
+                _fmt(one.ci_low, 6) if one else "",
+                _fmt(one.ci_high, 6) if one else "",
+                g.oof[0].method if g.oof else "",
+                one.n if one else "",
+                sum(math.isfinite(o.auroc) for o in g.oof) if g.oof else "",
+            ]
             for m in names:
                 row += [_fmt(g.mean.get(m, float("nan")), 6), _fmt(g.sd.get(m, float("nan")), 6)]
                 row.append(g.count.get(m, 0))
@@ -351,6 +390,44 @@ def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def format_oof_cell(group: GroupSummary, digits: int = 3) -> str:
+    """``"0.712 (0.650-0.770)"`` for one seed, ``"0.712 (mean of 3 seeds)"`` for several, ``"–"`` for none."""
+    ok = [o for o in group.oof if math.isfinite(o.auroc)]
+    if not ok:
+        return "–"
+    if len(ok) == 1:
+        o = ok[0]
+        return f"{_fmt(o.auroc, digits)} ({_fmt(o.ci_low, digits)}–{_fmt(o.ci_high, digits)})"
+    return f"{_fmt(group.oof_auroc, digits)} (mean of {len(ok)} seeds)"
+
+
+def write_oof_csv(groups: Sequence[GroupSummary], path: str | Path) -> Path | None:
+    """One row per k-fold group and seed: the pooled out-of-fold AUC and its CI (None: no k-fold group)."""
+    rows = [(g, o) for g in groups for o in g.oof]
+    if not rows:
+        return None
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["task", "experiment", "setting", "seed", "folds", "n", "n_pos", "auroc", "ci_low", "ci_high"]
+            + ["ci_method", "conf_level", "notes"]
+        )
+        for g, o in rows:
+            w.writerow(
+                [
+                    g.task,
+                    g.experiment,
+                    g.setting,
+                    "" if o.seed is None else o.seed,
+                    " ".join(map(str, o.folds)),
+                ]
+                + [o.n, o.n_pos, _fmt(o.auroc, 6), _fmt(o.ci_low, 6), _fmt(o.ci_high, 6), o.method]
+                + [o.conf_level, "; ".join(o.notes)]
+            )
+    return path
+
+
 def format_markdown(
     groups: Sequence[GroupSummary],
     runs: Sequence[RunResult],
@@ -364,13 +441,24 @@ def format_markdown(
     lines.append(f"{len(runs)} runs: {n_ok} ok, {len(runs) - n_ok} failed or unfinished. ")
     lines.append("Cells: mean ± sd (sample sd) over the ok runs of a group (seeds / folds).")
     lines.append("")
+    has_oof = any(g.oof for g in groups)
+    if has_oof:
+        lines.append(
+            "Pooled OOF AUC: the test predictions of the k folds pooled (one per patient) with a "
+            f"{next(g.oof[0].method for g in groups if g.oof)} 95% CI; per seed in oof_pooled.csv."
+        )
+        lines.append("")
     header = ["task", "experiment", "setting", "n", "seeds", "folds", *metrics]
+    if has_oof:
+        header.append("pooled OOF AUC (95% CI)")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(["---"] * len(header)) + "|")
     for g in groups:
         cells = [g.task, g.experiment, g.setting, str(g.n_runs)]
         cells += [",".join(map(str, g.seeds)) or "–", ",".join(map(str, g.folds)) or "–"]
         cells += [format_cell(g, m, digits) for m in metrics]
+        if has_oof:
+            cells.append(format_oof_cell(g, digits))
         lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
     failed = [r for r in runs if not r.ok]
     lines += ["", f"## Failed or unfinished runs ({len(failed)})", ""]
@@ -386,14 +474,18 @@ def summarize(
     out_dir: str | Path | None = None,
     replicate_keys: Sequence[str] = DEFAULT_REPLICATE_KEYS,
     metrics: Sequence[str] | None = None,
+    oof_ci: str = "delong",
+    n_boot: int = 2000,
 ) -> tuple[list[RunResult], list[GroupSummary], str]:
-    """Collect, group and write ``summary.csv``, ``summary.md`` and ``runs.csv``.
+    """Collect, group and write ``summary.csv``, ``summary.md``, ``runs.csv`` (+ ``oof_pooled.csv``: k-fold).
 
     Args:
         roots: directories searched recursively for runs.
         out_dir: where to write the three files (default: the first root).
         replicate_keys: override keys averaged over (see :data:`DEFAULT_REPLICATE_KEYS`).
         metrics: metrics shown in summary.md (default: :func:`default_md_metrics`).
+        oof_ci: CI of the pooled out-of-fold AUC of k-fold groups: ``delong`` (default) or ``bootstrap``.
+        n_boot: bootstrap replicates for ``oof_ci="bootstrap"``.
 
     Returns:
         ``(runs, groups, markdown)``.
@@ -407,11 +499,12 @@ def summarize(
     if not runs:
         raise ValueError(f"roots={[str(r) for r in roots]}: no run directory (metrics.json or .hydra/) found")
     assign_settings(runs, replicate_keys)
-    groups = summarize_runs(runs)
+    groups = summarize_runs(runs, oof_ci=oof_ci, n_boot=n_boot)
     text = format_markdown(groups, runs, metrics)
     out = Path(out_dir) if out_dir is not None else Path(roots[0])
     out.mkdir(parents=True, exist_ok=True)
     write_summary_csv(groups, out / "summary.csv")
     write_runs_csv(runs, out / "runs.csv")
+    write_oof_csv(groups, out / "oof_pooled.csv")
     (out / "summary.md").write_text(text, encoding="utf-8")
     return runs, groups, text
