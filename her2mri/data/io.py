@@ -7,7 +7,10 @@
 
 Axis order: ``axis_order`` names the axes of the file's index order (i, j, k), which is the order nibabel
 returns. BreastDCEDL arrays are stored ``"zyx"`` (axis 0 = slice), the default; a NIfTI/NRRD written by most
-other tools is ``"xyz"``. Arrays are always returned as (z, y, x).
+other tools is ``"xyz"``. ``axis_order="affine"`` trusts the header instead: the volume is brought to the
+canonical orientation of :mod:`her2mri.data.geometry` from its affine (x to the patient's Left, y to
+Posterior, z to Superior), the default of manifest cohorts and of cohorts written by ``her2mri-import``.
+Arrays are always returned as (z, y, x).
 """
 
 from __future__ import annotations
@@ -24,10 +27,17 @@ NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 ITK_SUFFIXES: tuple[str, ...] = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
+AFFINE: str = "affine"
+
+
 def check_axis_order(axis_order: str) -> str:
-    """Return ``axis_order`` if it is a permutation of ``"zyx"``, else raise ValueError naming it."""
+    """Return ``axis_order`` if it is a permutation of ``"zyx"`` or ``"affine"``, else raise ValueError."""
+    if axis_order == AFFINE:
+        return axis_order
     if not isinstance(axis_order, str) or sorted(axis_order) != ["x", "y", "z"]:
-        raise ValueError(f"axis_order={axis_order!r} must be a permutation of 'zyx' (e.g. 'zyx' or 'xyz').")
+        raise ValueError(
+            f"axis_order={axis_order!r} must be a permutation of 'zyx' (e.g. 'zyx' or 'xyz') or 'affine'."
+        )
     return axis_order
 
 
@@ -56,7 +66,7 @@ def _load_nifti(path: Path) -> object:
     return nib.load(str(path))
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
     img = _load_nifti(path)
     proxy = img.dataobj  # type: ignore[attr-defined]
     slope = getattr(proxy, "slope", 1.0)
@@ -66,28 +76,41 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     else:  # scaled data: let nibabel apply the scaling, at float32 at most
         arr = np.asarray(proxy, dtype=np.float32)
     zooms = tuple(float(z) for z in img.header.get_zooms())  # type: ignore[attr-defined]
-    return arr, zooms
+    return arr, zooms, np.asarray(img.affine, dtype=np.float64)  # type: ignore[attr-defined]
 
 
-def _read_itk(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+def _itk_affine_ras(img: object) -> np.ndarray:
+    """The voxel-to-RAS affine of a SimpleITK image (ITK's origin and direction are LPS)."""
+    from her2mri.data.geometry import lps_to_ras
+
+    dim = img.GetDimension()  # type: ignore[attr-defined]
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:3, :3]  # type: ignore[attr-defined]
+    aff = np.eye(4)
+    aff[:3, :3] = direction * np.asarray(img.GetSpacing()[:3], dtype=np.float64)  # type: ignore[attr-defined]
+    aff[:3, 3] = np.asarray(img.GetOrigin()[:3], dtype=np.float64)  # type: ignore[attr-defined]
+    return lps_to_ras(aff)
+
+
+def _read_itk(path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
     import SimpleITK as sitk
 
     img = sitk.ReadImage(str(path))
     arr = sitk.GetArrayFromImage(img)  # (k, j, i)
     arr = np.transpose(arr, tuple(range(arr.ndim))[::-1])  # -> (i, j, k), as nibabel
-    return arr, tuple(float(s) for s in img.GetSpacing())
+    affine = _itk_affine_ras(img) if img.GetDimension() >= 3 else np.eye(4)
+    return arr, tuple(float(s) for s in img.GetSpacing()), affine
 
 
-def _read_raw(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+def _read_raw(path: Path) -> tuple[np.ndarray, tuple[float, ...], np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     name = path.name.lower()
     try:
         if name.endswith(NIFTI_SUFFIXES):
-            arr, zooms = _read_nifti(path)
+            arr, zooms, affine = _read_nifti(path)
         elif name.endswith(ITK_SUFFIXES):
-            arr, zooms = _read_itk(path)
+            arr, zooms, affine = _read_itk(path)
         else:
             raise DataError(
                 f"{path}: unsupported volume format (expected one of {NIFTI_SUFFIXES + ITK_SUFFIXES})"
@@ -100,7 +123,26 @@ def _read_raw(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise DataError(f"{path}: expected a 3-D volume, got an array of shape {arr.shape}")
-    return arr, zooms
+    return arr, zooms, affine
+
+
+def read_with_affine(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """A 3-D volume in its file's index order (i, j, k) with its voxel-to-RAS affine.
+
+    Raises:
+        DataError: missing, unreadable, corrupt or non-3-D file.
+    """
+    arr, _, affine = _read_raw(Path(path))
+    return arr, affine
+
+
+def _to_zyx(arr: np.ndarray, affine: np.ndarray, axis_order: str) -> np.ndarray:
+    """The (z, y, x) view of an (i, j, k) array: by ``axis_order``, or canonical from the affine."""
+    if axis_order == AFFINE:
+        from her2mri.data.geometry import to_canonical
+
+        return to_canonical(arr, affine)[0]
+    return np.transpose(arr, _to_zyx_perm(axis_order))
 
 
 def compact_dtype(arr: np.ndarray) -> np.ndarray:
@@ -133,7 +175,8 @@ def read_volume(
 
     Args:
         path: NIfTI or NRRD/ITK file.
-        axis_order: axes of the file's index order (``"zyx"`` for BreastDCEDL, ``"xyz"`` for most others).
+        axis_order: axes of the file's index order (``"zyx"`` for BreastDCEDL, ``"xyz"`` for most others), or
+            ``"affine"``: the canonical orientation from the file's affine (see the module docstring).
         dtype: ``float32`` (default) or ``uint16``/another integer type when the values fit exactly; None
             keeps
             the stored values in their compact lossless type (see :func:`compact_dtype`: integers as stored,
@@ -149,8 +192,14 @@ def read_volume(
     Raises:
         DataError: missing, unreadable, corrupt or non-3-D file; non-finite values.
     """
-    arr, _ = _read_raw(Path(path))
-    arr = np.transpose(arr, _to_zyx_perm(axis_order))
+    arr, _, affine = _read_raw(Path(path))
+    return _finish_volume(_to_zyx(arr, affine, check_axis_order(axis_order)), path, dtype, contiguous)
+
+
+def _finish_volume(
+    arr: np.ndarray, path: str | Path, dtype: str | np.dtype | None, contiguous: bool
+) -> np.ndarray:
+    """Layout, finiteness check and type of a (z, y, x) volume (see :func:`read_volume`)."""
     if contiguous:
         arr = np.ascontiguousarray(arr)
     out_dtype = None if dtype is None else np.dtype(dtype)
@@ -175,9 +224,12 @@ def read_header_spacing(path: str | Path, *, axis_order: str = "zyx") -> tuple[f
     import nibabel as nib
 
     path = Path(path)
+    check_axis_order(axis_order)
     try:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
-            zooms = tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:3])
+            img = nib.load(str(path))
+            zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+            affine = np.asarray(img.affine, dtype=np.float64)
         else:
             import SimpleITK as sitk
 
@@ -185,10 +237,20 @@ def read_header_spacing(path: str | Path, *, axis_order: str = "zyx") -> tuple[f
             reader.SetFileName(str(path))
             reader.ReadImageInformation()
             zooms = tuple(float(s) for s in reader.GetSpacing()[:3])
+            affine = _itk_affine_ras(reader) if len(zooms) >= 3 else np.eye(4)
     except Exception as exc:
         raise DataError(f"{path}: cannot read header ({type(exc).__name__}: {exc})") from exc
     if len(zooms) < 3:
         raise DataError(f"{path}: header has {len(zooms)} spacing values, expected 3")
+    if axis_order == AFFINE:
+        from nibabel.orientations import io_orientation
+
+        from her2mri.data.geometry import voxel_sizes
+
+        ornt = io_orientation(affine)  # file axis i -> world axis ornt[i, 0] (0 = x, 1 = y, 2 = z)
+        sizes = voxel_sizes(affine)
+        by_world = {int(ornt[i, 0]): sizes[i] for i in range(3)}
+        return (by_world[2], by_world[1], by_world[0])
     perm = _to_zyx_perm(axis_order)
     return (zooms[perm[0]], zooms[perm[1]], zooms[perm[2]])
 
@@ -204,8 +266,8 @@ def read_mask(path: str | Path, *, axis_order: str = "zyx", contiguous: bool = T
     Raises:
         DataError: unreadable file, or a mask with no tumour voxel.
     """
-    arr, _ = _read_raw(Path(path))
-    arr = np.transpose(arr, _to_zyx_perm(axis_order))
+    arr, _, affine = _read_raw(Path(path))
+    arr = _to_zyx(arr, affine, check_axis_order(axis_order))
     binary = arr > 0  # same memory layout as arr
     mask = np.ascontiguousarray(binary).view(np.uint8) if contiguous else binary.view(np.uint8)
     if not mask.any():
@@ -276,6 +338,8 @@ def load_case_arrays(
     if record.phase_paths is None or len(record.phase_paths) != 3:
         raise DataError(f"case {record.pid}: record needs three phase files, got {record.phase_paths}")
     axis_order = str(record.extra.get("axis_order", "zyx"))
+    if axis_order == AFFINE:
+        return _load_case_affine(record, dtype, contiguous)
     phases: np.ndarray | None = None
     for c, p in enumerate(record.phase_paths):
         vol = read_volume(p, axis_order=axis_order, dtype=dtype, contiguous=contiguous)
@@ -303,3 +367,53 @@ def load_case_arrays(
     if spacing is None:
         spacing = read_header_spacing(record.phase_paths[0], axis_order=axis_order)
     return phases, mask, spacing
+
+
+def _load_case_affine(
+    record: CaseRecord, dtype: str | np.dtype | None, contiguous: bool
+) -> tuple[np.ndarray, np.ndarray | None, tuple[float, float, float]]:
+    """:func:`load_case_arrays` for ``axis_order="affine"``: canonical orientation, mask by world coordinates.
+
+    The three phases must share one grid (shape and affine within 0.001 mm); the mask may be on another grid
+    and is then resampled onto the pre-contrast grid (nearest neighbour), see
+    :func:`her2mri.data.geometry.mask_on_grid`.
+    """
+    from her2mri.data.geometry import canonical_spacing, mask_on_grid, same_grid, to_canonical
+
+    paths = record.phase_paths
+    assert paths is not None
+    phases: np.ndarray | None = None
+    ref_shape: tuple[int, ...] = ()
+    ref_affine = np.eye(4)
+    canon_affine = np.eye(4)
+    for c, p in enumerate(paths):
+        raw, _, affine = _read_raw(Path(p))
+        if phases is None:
+            ref_shape, ref_affine = raw.shape, affine
+        elif not same_grid(raw.shape, affine, ref_shape, ref_affine):
+            raise DataError(
+                f"{p}: phase image is on another grid than the pre-contrast phase {paths[0].name}: shape "
+                f"{raw.shape} vs {ref_shape}, affines differ by up to "
+                f"{np.abs(affine - ref_affine).max():.3g} mm"
+            )
+        zyx, canon_affine = to_canonical(raw, affine)
+        vol = _finish_volume(zyx, p, dtype, contiguous)
+        del raw, zyx
+        if phases is None:
+            phases = _empty_stack(vol, 3)
+        elif vol.dtype != phases.dtype:
+            phases = phases.astype(np.float32, copy=False)
+        phases[c] = vol
+        del vol
+    mask: np.ndarray | None = None
+    if record.mask_path is not None:
+        m_raw, _, m_affine = _read_raw(Path(record.mask_path))
+        on_grid = mask_on_grid(
+            m_raw, m_affine, ref_shape, ref_affine, path=record.mask_path, ref_name=paths[0].name
+        )
+        if not on_grid.any():
+            raise DataError(f"{record.mask_path}: mask is empty (no voxel > 0)")
+        mask = to_canonical(on_grid, ref_affine)[0]
+        mask = np.ascontiguousarray(mask) if contiguous else mask
+    spacing = record.spacing if record.spacing is not None else canonical_spacing(canon_affine)
+    return phases, mask, spacing  # type: ignore[return-value]
