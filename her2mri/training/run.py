@@ -397,6 +397,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "their ensemble, or use `-m ckpt_path=a,b,c` to score each checkpoint"
         )
     split = check_split(str(cfg.get("split", "test")))
+    from her2mri.experiments.calibration import calibrate_after_eval, check_calibration_config
+
+    check_calibration_config(cfg, split)
     setup_runtime(cfg)
     ckpt_path = str(cfg.ckpt_path)
     setup = load_for_eval(cfg, ckpt_path)
@@ -406,6 +409,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     rank0 = bool(getattr(trainer, "is_global_zero", True))
     metrics = _collect_stage(setup.module, split, out_dir, sites_of(setup.datamodule), write=rank0)
     metrics.update(_clinical_stats(setup.module, split, cfg))
+    metrics.update(
+        calibrate_after_eval(cfg, trainer, setup, split, out_dir, sites_of(setup.datamodule), write=rank0)
+    )
     wall = round(time.perf_counter() - t0, 2)
     if rank0:
         write_metrics_json(
