@@ -216,18 +216,19 @@ def _finish_volume(
     return arr.astype(out_dtype, copy=False)
 
 
-def read_header_spacing(path: str | Path, *, axis_order: str = "zyx") -> tuple[float, float, float]:
-    """Voxel spacing from the file header, reordered to (z, y, x).
+def read_header_geometry(path: str | Path) -> tuple[tuple[int, int, int], tuple[float, ...], np.ndarray]:
+    """``(shape, zooms, RAS affine)`` of a volume from its header only (file index order).
 
-    BreastDCEDL headers are wrong (1 mm); use this only for sources without spacing metadata.
+    Raises:
+        DataError: unreadable header or fewer than three axes.
     """
     import nibabel as nib
 
     path = Path(path)
-    check_axis_order(axis_order)
     try:
         if path.name.lower().endswith(NIFTI_SUFFIXES):
             img = nib.load(str(path))
+            shape = tuple(int(n) for n in img.shape[:3])
             zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
             affine = np.asarray(img.affine, dtype=np.float64)
         else:
@@ -236,12 +237,24 @@ def read_header_spacing(path: str | Path, *, axis_order: str = "zyx") -> tuple[f
             reader = sitk.ImageFileReader()
             reader.SetFileName(str(path))
             reader.ReadImageInformation()
+            shape = tuple(int(n) for n in reader.GetSize()[:3])
             zooms = tuple(float(s) for s in reader.GetSpacing()[:3])
             affine = _itk_affine_ras(reader) if len(zooms) >= 3 else np.eye(4)
     except Exception as exc:
         raise DataError(f"{path}: cannot read header ({type(exc).__name__}: {exc})") from exc
-    if len(zooms) < 3:
+    if len(zooms) < 3 or len(shape) < 3:
         raise DataError(f"{path}: header has {len(zooms)} spacing values, expected 3")
+    return shape, zooms, affine  # type: ignore[return-value]
+
+
+def read_header_spacing(path: str | Path, *, axis_order: str = "zyx") -> tuple[float, float, float]:
+    """Voxel spacing from the file header, reordered to (z, y, x).
+
+    BreastDCEDL headers are wrong (1 mm); use this only for sources without spacing metadata. With
+    ``axis_order="affine"`` the spacing of the canonical (z, y, x) array, from the affine.
+    """
+    check_axis_order(axis_order)
+    _, zooms, affine = read_header_geometry(path)
     if axis_order == AFFINE:
         from nibabel.orientations import io_orientation
 

@@ -8,6 +8,23 @@ Columns (one row per case; for RGB images one row per slice):
   an optional ``slice_idx`` column (default: row order)
 * optional: ``mask`` (tumour mask volume), ``split`` (train/val/test or 0/1/2 as in BreastDCEDL), ``site``,
   ``spacing_z``, ``spacing_y``, ``spacing_x`` (mm; without them the header spacing is used)
+* optional tumour box instead of a mask (a case with neither cannot be located): ``bbox_z0``, ``bbox_z1``,
+  ``bbox_y0``, ``bbox_y1``, ``bbox_x0``, ``bbox_x1`` and ``bbox_unit``:
+
+  - ``voxel`` (default when ``bbox_unit`` is absent or empty): inclusive indices of the (z, y, x) array
+    her2mri reads (after the canonical orientation with ``axis_order="affine"``; z = slice, y = row,
+    x = column);
+  - ``mm`` (or ``mm_lps``): world coordinates of two opposite corners in DICOM patient coordinates (LPS,
+    what a DICOM viewer shows), x/y/z = the ``bbox_x*``/``bbox_y*``/``bbox_z*`` columns;
+  - ``mm_ras``: the same in RAS (NIfTI, 3D Slicer).
+
+  Millimetre boxes are converted with the affine of the pre-contrast file (``axis_order="affine"`` only) to
+  the voxels they cover. When a case has a mask too, the mask is used.
+
+Volumes: with ``axis_order="affine"`` (the default of ``data=manifest``) each file is brought to the canonical
+orientation of :mod:`her2mri.data.geometry` from its header, and the mask is matched to the images by world
+coordinates (resampled when its grid differs). Files whose headers are wrong (BreastDCEDL) need
+``axis_order="zyx"``.
 
 Relative paths are resolved against the folder of the CSV. Other columns go to ``CaseRecord.extra``.
 """
@@ -18,14 +35,23 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from her2mri.data.errors import DataError
-from her2mri.data.io import check_axis_order
+from her2mri.data.io import AFFINE, check_axis_order, read_header_geometry
 from her2mri.data.records import CaseRecord, parse_binary_label, read_csv_checked
 
 PHASE_COLS: tuple[str, str, str] = ("pre", "early", "late")
 SPACING_COLS: tuple[str, str, str] = ("spacing_z", "spacing_y", "spacing_x")
+BBOX_COLS: tuple[str, ...] = ("bbox_z0", "bbox_z1", "bbox_y0", "bbox_y1", "bbox_x0", "bbox_x1")
+BBOX_UNITS: dict[str, str] = {
+    "voxel": "voxel",
+    "voxels": "voxel",
+    "mm": "lps",
+    "mm_lps": "lps",
+    "mm_ras": "ras",
+}
 SPLIT_VALUES: dict[str, str] = {
     "train": "train",
     "val": "val",
@@ -35,7 +61,19 @@ SPLIT_VALUES: dict[str, str] = {
     "2": "val",
 }
 KNOWN_COLS: frozenset[str] = frozenset(
-    {"case_id", "label", "rgb", "mask", "split", "site", "slice_idx", *PHASE_COLS, *SPACING_COLS}
+    {
+        "case_id",
+        "label",
+        "rgb",
+        "mask",
+        "split",
+        "site",
+        "slice_idx",
+        "bbox_unit",
+        *PHASE_COLS,
+        *SPACING_COLS,
+        *BBOX_COLS,
+    }
 )
 
 
@@ -79,15 +117,63 @@ def _spacing(row: pd.Series, csv: Path, case_id: str) -> tuple[float, float, flo
     return out  # type: ignore[return-value]
 
 
+def _bbox(
+    row: pd.Series, csv: Path, case_id: str, pre: Path, axis_order: str
+) -> tuple[int, int, int, int, int, int] | None:
+    """The (z0, z1, y0, y1, x0, x1) voxel box of a row, or None when its bbox columns are empty."""
+    present = [c for c in BBOX_COLS if c in row.index]
+    if not present or all(_empty(row[c]) for c in present):
+        return None
+    if len(present) < len(BBOX_COLS) or any(_empty(row[c]) for c in BBOX_COLS):
+        raise DataError(f"{csv}: case {case_id}: a tumour box needs all of {list(BBOX_COLS)}")
+    unit_raw = row["bbox_unit"] if "bbox_unit" in row.index and not _empty(row["bbox_unit"]) else "voxel"
+    unit = BBOX_UNITS.get(str(unit_raw).strip().lower())
+    if unit is None:
+        raise DataError(f"{csv}: case {case_id}: bbox_unit {unit_raw!r} is not one of {sorted(BBOX_UNITS)}")
+    try:
+        vals = [float(row[c]) for c in BBOX_COLS]
+    except (TypeError, ValueError):
+        vals = [float("nan")]
+    if not all(math.isfinite(v) for v in vals):
+        raise DataError(f"{csv}: case {case_id}: bbox values {[row[c] for c in BBOX_COLS]} are not numbers")
+    if unit == "voxel":
+        if (
+            not all(v.is_integer() and v >= 0 for v in vals)
+            or vals[0] > vals[1]
+            or vals[2] > vals[3]
+            or (vals[4] > vals[5])
+        ):
+            raise DataError(
+                f"{csv}: case {case_id}: voxel bbox {vals} must be non-negative integers with z0 <= z1, "
+                "y0 <= y1, x0 <= x1"
+            )
+        return tuple(int(v) for v in vals)  # type: ignore[return-value]
+    if axis_order != AFFINE:
+        raise DataError(
+            f"{csv}: case {case_id}: a bbox in millimetres needs axis_order='affine' (got {axis_order!r}): "
+            "world coordinates mean nothing without a trusted header"
+        )
+    from her2mri.data.geometry import box_mm_to_voxels, to_canonical
+
+    shape, _, affine = read_header_geometry(pre)
+    canon, canon_affine = to_canonical(np.empty(shape, dtype=np.uint8), affine)
+    z0, z1, y0, y1, x0, x1 = vals
+    return box_mm_to_voxels(
+        (x0, y0, z0), (x1, y1, z1), canon_affine, canon.shape, frame=unit, name=f"{csv}: case {case_id}: bbox"
+    )
+
+
 def read_manifest(
-    csv: str | Path, *, require_label: bool = True, axis_order: str = "zyx", dataset: str = "manifest"
+    csv: str | Path, *, require_label: bool = True, axis_order: str = AFFINE, dataset: str = "manifest"
 ) -> list[CaseRecord]:
     """Read a manifest CSV into :class:`CaseRecord` objects.
 
     Args:
         csv: the manifest file.
         require_label: an empty label is a DataError (default); else ``label=None`` (unlabelled cohorts).
-        axis_order: axes of the stored volumes (``"zyx"`` as BreastDCEDL, ``"xyz"`` for most other tools).
+        axis_order: ``"affine"`` (default: canonical orientation from each file's header, masks matched by
+            world coordinates), or the axes of the stored volumes when the headers are not to be trusted
+            (``"zyx"`` as BreastDCEDL, ``"xyz"``).
         dataset: value of ``CaseRecord.dataset``.
 
     Returns:
@@ -133,6 +219,9 @@ def read_manifest(
             if "mask" in cols and not _empty(row["mask"]):
                 mask = _resolve(row["mask"], base, csv, cid, "mask")
             extra["axis_order"] = axis_order
+            box = _bbox(row, csv, cid, phases[0], axis_order)
+            if box is not None:
+                extra["mask_start"], extra["mask_end"] = box[0], box[1]
             records[cid] = CaseRecord(
                 pid=cid,
                 label=label,
@@ -140,6 +229,7 @@ def read_manifest(
                 phase_paths=phases,  # type: ignore[arg-type]
                 mask_path=mask,
                 spacing=_spacing(row, csv, cid),
+                bbox=None if box is None else box[2:],  # type: ignore[arg-type]
                 site=site,
                 dataset=dataset,
                 extra=extra,
