@@ -1,4 +1,8 @@
-"""``her2mri-synth OUT --n N --seed S``: write a synthetic BreastDCEDL-style I-SPY2 cohort."""
+"""``her2mri-synth OUT --n N --seed S``: write a synthetic BreastDCEDL-style I-SPY2 cohort.
+
+``--format dicom`` (or ``--dicom``) writes the same patients as DICOM studies, one folder per patient, with
+their masks and a ``labels.csv``, the input of ``her2mri-import`` (:mod:`her2mri.data.synth_dicom`).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("uint16", "float64"), default="uint16", help="NIfTI data type")
     p.add_argument("--layout", choices=("folders", "patient"), default="folders", help="folder layout")
     p.add_argument("--no-site-column", action="store_true", help="do not add the 'site' column")
+    p.add_argument(
+        "--format", choices=("nifti", "dicom"), default="nifti", dest="fmt",
+        help="nifti (default: BreastDCEDL layout) or dicom (one DICOM study folder per patient, masks and "
+        "labels.csv, for her2mri-import)",
+    )  # fmt: skip
+    p.add_argument("--dicom", action="store_const", const="dicom", dest="fmt", help="same as --format dicom")
+    p.add_argument(
+        "--dicom-layout", choices=("series", "temporal", "times", "mixed"), default="series",
+        help="DICOM layout: one series per acquisition (default), one series with Temporal Position "
+        "Identifiers, one series told apart by times only, or the three in turn",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -44,23 +59,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     t0 = time.perf_counter()
+    kwargs = dict(
+        n=args.n,
+        seed=args.seed,
+        shape=tuple(args.shape),
+        n_times=args.n_times[0] if len(args.n_times) == 1 else tuple(args.n_times),
+        pos_fraction=args.pos_fraction,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        difficulty=args.difficulty,
+        noise_sd=args.noise_sd,
+        site_column=not args.no_site_column,
+        show_progress=not args.quiet,
+    )
     try:
-        cohort = make_synthetic_cohort(
-            args.out,
-            n=args.n,
-            seed=args.seed,
-            shape=tuple(args.shape),
-            n_times=args.n_times[0] if len(args.n_times) == 1 else tuple(args.n_times),
-            pos_fraction=args.pos_fraction,
-            test_fraction=args.test_fraction,
-            val_fraction=args.val_fraction,
-            difficulty=args.difficulty,
-            noise_sd=args.noise_sd,
-            dtype=args.dtype,
-            layout=args.layout,
-            site_column=not args.no_site_column,
-            show_progress=not args.quiet,
-        )
+        if args.fmt == "dicom":
+            from her2mri.data.synth_dicom import make_synthetic_dicom_cohort
+
+            cohort = make_synthetic_dicom_cohort(args.out, dicom_layout=args.dicom_layout, **kwargs)
+        else:
+            cohort = make_synthetic_cohort(args.out, dtype=args.dtype, layout=args.layout, **kwargs)
     except ValueError as exc:
         print(f"her2mri-synth: error: {exc}", file=sys.stderr)
         return 2
@@ -68,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"wrote {len(cohort.pids)} patients ({n_pos} HER2+) to {cohort.root} "
         f"in {time.perf_counter() - t0:.1f} s; "
-        f"metadata: {cohort.metadata_csv}"
+        f"{'labels' if args.fmt == 'dicom' else 'metadata'}: {cohort.metadata_csv}"
     )
     return 0
 
