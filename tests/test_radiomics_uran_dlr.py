@@ -87,3 +87,42 @@ def test_deep_features_from_local_weights(tmp_path: Path) -> None:
     assert df.columns[0] == "dl__0" and np.isfinite(df.to_numpy()).all()
     rt = deep_features(cases, model, image_size=32, mask_variant="dilate")
     assert rt.columns[0] == "retest__dl__0"
+
+
+def test_uran_plain_loop_matches_lightning_trainer() -> None:
+    """The plain torch loop of URANClassifier gives the Lightning Trainer's predictions (same seed)."""
+    from lightning import Trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from her2mri.radiomics.uran import URANModule
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 6)).astype(np.float32)
+    y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=40) > 0).astype(np.float32)
+    clf = URANClassifier(max_epochs=25, random_state=3).fit(X, y)
+    # the same optimisation in a Trainer: same seed, full batch in row order, same pos_weight
+    torch.manual_seed(3)
+    module = URANModule(6, lr=clf.lr, weight_decay=clf.weight_decay, pos_weight=(40 - y.sum()) / y.sum())
+    xt = torch.from_numpy((X - clf.mean_) / clf.scale_)
+    # own generator: a DataLoader without one draws its worker seed from the global RNG (shifting dropout)
+    ds = TensorDataset(xt, torch.from_numpy(y))
+    loader = DataLoader(ds, batch_size=40, shuffle=False, generator=torch.Generator())
+    Trainer(max_epochs=25, accelerator="cpu", devices=1, barebones=True).fit(module, loader)
+    module.eval()
+    with torch.no_grad():
+        ref = module(xt).numpy()
+    np.testing.assert_allclose(clf.decision_function(X), ref, rtol=1e-4, atol=1e-5)
+    assert np.std(ref) > 0.1  # the networks learned something, not a constant
+
+
+def test_uran_minibatch_and_bad_batch_size() -> None:
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 4))
+    y = (X[:, 0] > 0).astype(int)
+    a = URANClassifier(max_epochs=5, batch_size=8).fit(X, y).decision_function(X)
+    b = URANClassifier(max_epochs=5, batch_size=8).fit(X, y).decision_function(X)
+    np.testing.assert_array_equal(a, b)  # seeded batch order: reproducible
+    c = URANClassifier(max_epochs=5).fit(X, y).decision_function(X)
+    assert not np.allclose(a, c)  # mini-batches are really taken
+    with pytest.raises(ValueError, match="batch_size"):
+        URANClassifier(batch_size=0).fit(X, y)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
 from sklearn.metrics import accuracy_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from her2mri.radiomics.selection import warnings_off
@@ -34,13 +34,23 @@ def build_pipeline(
     selection: Sequence[tuple[str, BaseEstimator]],
     model: BaseEstimator,
     pre: Sequence[tuple[str, BaseEstimator]] = (),
+    memory: Any = None,
 ) -> Pipeline:
-    """``Pipeline([*pre, *selection, ("model", model)])`` with pandas output kept between steps."""
+    """``Pipeline([*pre, *selection, ("model", model)])`` with pandas output kept between steps.
+
+    Args:
+        selection: selection steps (name, transformer).
+        model: the final classifier.
+        pre: steps before the selection (e.g. the deep-feature PCA).
+        memory: a ``joblib.Memory`` (or folder) caching the fitted selection steps: a step fitted on the
+            same rows with the same parameters is loaded instead of refitted, so every grid candidate of a
+            fold (and every signature sharing the selection) reuses one fit. None: no cache.
+    """
     steps = [*pre, *selection, ("model", model)]
     names = [n for n, _ in steps]
     if len(set(names)) != len(names):
         raise ValueError(f"pipeline step names must be unique, got {names}")
-    return Pipeline(steps).set_output(transform="pandas")
+    return Pipeline(steps, memory=memory).set_output(transform="pandas")
 
 
 def _folds(y: np.ndarray, n_splits: int, seed: int) -> StratifiedKFold:
@@ -69,14 +79,38 @@ def with_grid_search(
 
 
 def oof_probabilities(
-    estimator: BaseEstimator, X: pd.DataFrame, y: np.ndarray, n_splits: int, seed: int
+    estimator: BaseEstimator,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    n_splits: int,
+    seed: int,
+    progress: Any = None,
 ) -> np.ndarray:
-    """Out-of-fold P(y=1) of the whole estimator (selection refitted in every fold)."""
-    with warnings_off():
-        proba = cross_val_predict(
-            estimator, X, y, cv=_folds(y, n_splits, seed), method="predict_proba", n_jobs=1
-        )
-    return proba[:, 1]
+    """Out-of-fold P(y=1) of the whole estimator (selection refitted in every fold).
+
+    The same computation as ``sklearn.model_selection.cross_val_predict(method="predict_proba")`` (a clone
+    fitted per training fold, predictions placed at the held-out rows), written as a loop so that a tqdm
+    bar can advance per fold.
+
+    Args:
+        estimator: the (grid-searched) pipeline; cloned per fold.
+        X: training rows.
+        y: 0/1 labels.
+        n_splits: outer folds (capped by the minority class count).
+        seed: seed of the stratified folds.
+        progress: a tqdm bar updated once per fold, or None.
+    """
+    y = np.asarray(y).astype(int)
+    X = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+    out = np.full(len(y), np.nan)
+    for tr, va in _folds(y, n_splits, seed).split(np.zeros(len(y)), y):
+        est = clone(estimator)
+        with warnings_off():
+            est.fit(X.iloc[tr], y[tr])
+            out[va] = est.predict_proba(X.iloc[va])[:, 1]
+        if progress is not None:
+            progress.update(1)
+    return out
 
 
 def binary_metrics(y: np.ndarray, prob: np.ndarray, stage: str) -> dict[str, float]:
@@ -129,13 +163,34 @@ def evaluate_signature(
     outer_folds: int = 5,
     inner_folds: int = 3,
     seed: int = 0,
+    progress: bool = False,
 ) -> SignatureResult:
-    """Out-of-fold predictions on train and held-out predictions on test for one pipeline."""
+    """Out-of-fold predictions on train and held-out predictions on test for one pipeline.
+
+    Args:
+        name: signature name (also the progress bar's label).
+        pipeline: selection steps + model.
+        grid: hyper-parameter grid (prefixed keys); searched by an inner CV when it has > 1 candidate.
+        X_train: training rows.
+        y_train: training labels.
+        X_test: held-out rows, or None.
+        y_test: held-out labels.
+        outer_folds: folds of the out-of-fold predictions.
+        inner_folds: folds of the grid search.
+        seed: seed of the folds.
+        progress: show a tqdm bar over the outer folds and the final fit.
+    """
+    from tqdm.auto import tqdm
+
     y_train = np.asarray(y_train).astype(int)
     est = with_grid_search(pipeline, grid, y_train, inner_folds, seed)
-    oof = oof_probabilities(est, X_train, y_train, outer_folds, seed)
+    n_outer = _folds(y_train, outer_folds, seed).get_n_splits()
+    bar = tqdm(total=n_outer + 1, desc=f"{name} (folds + final fit)", disable=not progress, leave=False)
+    oof = oof_probabilities(est, X_train, y_train, outer_folds, seed, progress=bar)
     with warnings_off():
         est.fit(X_train, y_train)
+    bar.update(1)
+    bar.close()
     val = pd.DataFrame({"pid": X_train.index.astype(str), "label": y_train, "prob": oof})
     metrics = binary_metrics(y_train, oof, "val")
     test = None

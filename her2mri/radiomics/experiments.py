@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
 
 from her2mri.radiomics.cases import RadiomicsCase, cases_frame
 from her2mri.radiomics.evaluate import SignatureResult, build_pipeline, evaluate_signature, write_run
@@ -156,7 +158,9 @@ def build_feature_table(
     return pd.concat(tables, axis=1)
 
 
-def _signature_pipeline(sig: Mapping[str, Any], cfg: Mapping[str, Any], seed: int):  # noqa: ANN202
+def _signature_pipeline(  # noqa: ANN202
+    sig: Mapping[str, Any], cfg: Mapping[str, Any], seed: int, memory: Any = None
+):
     sel = dict(cfg.get("selection", {}) or {})
     sel.update(sig.get("selection", {}) or {})
     steps_names = list(sig.get("steps", ["zscore", "univariate", "correlation", "lasso"]))
@@ -173,7 +177,29 @@ def _signature_pipeline(sig: Mapping[str, Any], cfg: Mapping[str, Any], seed: in
     model = make_model(model_name, random_state=seed, **dict(sig.get("model_kwargs", {}) or {}))
     grid = sig.get("grid")
     grid = default_grid(model_name) if grid is None else dict(grid)
-    return build_pipeline(steps, model, pre), prefixed_grid(grid)
+    return build_pipeline(steps, model, pre, memory=memory), prefixed_grid(grid)
+
+
+@contextmanager
+def selection_cache(enabled: bool = True) -> Iterator[Any]:
+    """A ``joblib.Memory`` in a fresh temporary folder for one experiment (removed afterwards), or None.
+
+    The pipelines cache their fitted selection steps there (``Pipeline(memory=...)``): within a fold every
+    grid candidate reuses one selection fit, and signatures with the same features and steps (URAN, its
+    ablation and ``hkfs_lr``) share them. The folder is her2mri's own and is deleted when the run ends.
+
+    Args:
+        enabled: False yields None (no cache; ``cv.cache_selection: false``).
+    """
+    if not enabled:
+        yield None
+        return
+    import tempfile
+
+    from joblib import Memory
+
+    with tempfile.TemporaryDirectory(prefix="her2mri-selection-") as d:
+        yield Memory(d, verbose=0)
 
 
 def run_experiment(
@@ -184,7 +210,7 @@ def run_experiment(
     Returns:
         ``{"summary": DataFrame, "results": {name: SignatureResult}, "wall_s": float, ...}``.
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed = int(_cfg(cfg, "seed", 0))
@@ -209,36 +235,48 @@ def run_experiment(
         raise ValueError("signatures is empty: the experiment has nothing to evaluate")
     blocks = {b for s in sigs for b in s.get("features", ["tumour"])}
     retest = any("icc" in s.get("steps", []) for s in sigs)
-    t_ex = time.perf_counter()
+    t_ex, c_ex = time.perf_counter(), time.process_time()
     table = build_feature_table(cases, cfg, blocks, retest) if blocks else pd.DataFrame(index=labels.index)
     extraction_s = time.perf_counter() - t_ex
+    extraction_cpu_s = time.process_time() - c_ex  # this process only (not joblib workers)
     tr, te = split[split == "train"].index, split[split == "test"].index
     results: dict[str, SignatureResult] = {}
-    for sig in sigs:
-        name = str(sig["name"])
-        X = select_columns(table, sig.get("features", ["tumour"]), "icc" in sig.get("steps", []))
-        pipe, grid = _signature_pipeline(sig, cfg, seed)
-        res = evaluate_signature(
-            name,
-            pipe,
-            grid,
-            X.loc[tr],
-            labels[tr].to_numpy(),
-            X.loc[te] if len(te) else None,
-            labels[te].to_numpy() if len(te) else None,
-            outer_folds=outer,
-            inner_folds=inner,
-            seed=seed,
-        )
-        write_run(res, out / name, {"experiment": cfg.get("name"), "signature": dict(sig)})
-        results[name] = res
+    stage_s: dict[str, float] = {"extraction": extraction_s}
+    stage_cpu_s: dict[str, float] = {"extraction": extraction_cpu_s}
+    progress = bool(_cfg(cfg.get("extraction"), "progress", True))
+    with selection_cache(bool(_cfg(cv, "cache_selection", True))) as memory:
+        for sig in tqdm(sigs, desc="signatures", disable=not progress):
+            name = str(sig["name"])
+            t_sig, c_sig = time.perf_counter(), time.process_time()
+            X = select_columns(table, sig.get("features", ["tumour"]), "icc" in sig.get("steps", []))
+            pipe, grid = _signature_pipeline(sig, cfg, seed, memory)
+            res = evaluate_signature(
+                name,
+                pipe,
+                grid,
+                X.loc[tr],
+                labels[tr].to_numpy(),
+                X.loc[te] if len(te) else None,
+                labels[te].to_numpy() if len(te) else None,
+                outer_folds=outer,
+                inner_folds=inner,
+                seed=seed,
+                progress=progress,
+            )
+            write_run(res, out / name, {"experiment": cfg.get("name"), "signature": dict(sig)})
+            results[name] = res
+            stage_s[f"signature:{name}"] = time.perf_counter() - t_sig
+            stage_cpu_s[f"signature:{name}"] = time.process_time() - c_sig
     clin_cfg = cfg.get("clinical", {}) or {}
     clinical_info: dict[str, Any] = {}
     if clin_cfg.get("enabled", False):
         from her2mri.radiomics.clinical_fusion import run_clinical
 
+        t_cl, c_cl = time.perf_counter(), time.process_time()
         clinical_info = run_clinical(frame, labels, split, results, clin_cfg, out, outer, seed)
         results.update(clinical_info.pop("results"))
+        stage_s["clinical"] = time.perf_counter() - t_cl
+        stage_cpu_s["clinical"] = time.process_time() - c_cl
     rows = [{"signature": n, **r.metrics, "n_selected": len(r.selected_features)} for n, r in results.items()]
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
@@ -251,7 +289,11 @@ def run_experiment(
         "n_test": len(te),
         "n_features": int(table.shape[1]),
         "extraction_s": extraction_s,
+        "extraction_s_per_case": extraction_s / max(1, len(cases)),
+        "stage_s": stage_s,
+        "stage_cpu_s": stage_cpu_s,
         "wall_s": wall,
+        "cpu_s": time.process_time() - c0,
         **clinical_info,
     }
     (out / "experiment.json").write_text(json.dumps(info, indent=2, default=str))

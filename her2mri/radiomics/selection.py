@@ -185,6 +185,26 @@ class CorrelationFilter(_Selector):
         return self
 
 
+LIBLINEAR_MAX_ROWS = 5000
+"""Below this many training rows ``solver="auto"`` picks liblinear for the L1 logistic selection."""
+
+LASSO_SOLVERS = ("auto", "liblinear", "saga")
+
+
+def l1_logistic_solver(solver: str, n_rows: int) -> str:
+    """The solver used for an L1 logistic regression on ``n_rows`` rows (``auto`` resolved).
+
+    Args:
+        solver: ``auto``, ``liblinear`` or ``saga``.
+        n_rows: training rows.
+    """
+    if solver not in LASSO_SOLVERS:
+        raise ValueError(f"solver={solver!r}: expected one of {LASSO_SOLVERS}")
+    if solver == "auto":
+        return "liblinear" if n_rows < LIBLINEAR_MAX_ROWS else "saga"
+    return solver
+
+
 class LassoSelector(_Selector):
     """Keep the features with a non-zero LASSO coefficient, fitted on the training rows.
 
@@ -195,6 +215,12 @@ class LassoSelector(_Selector):
         n_alphas: number of alphas / Cs tried.
         max_features: keep at most this many (largest |coef|); None: all non-zero.
         random_state: seed of the internal folds.
+        solver: solver of ``l1_logistic``: ``liblinear``, ``saga`` or ``auto`` (default): liblinear below
+            :data:`LIBLINEAR_MAX_ROWS` training rows, saga above. On radiomics-sized problems (tens to
+            hundreds of rows, thousands of wavelet features) liblinear's coordinate descent is about 15x
+            faster than saga at ``max_iter=2000`` and selects the same features (docs/radiomics.md); saga
+            scales better to many rows. liblinear also penalises the intercept (``intercept_scaling=1``),
+            which on z-scored features changes the coefficients only slightly.
 
     When every coefficient is zero, the single feature with the largest univariate |AUC - 0.5| is kept, so the
     model downstream always has an input.
@@ -207,12 +233,14 @@ class LassoSelector(_Selector):
         n_alphas: int = 50,
         max_features: int | None = None,
         random_state: int = 0,
+        solver: str = "auto",
     ) -> None:
         self.method = method
         self.cv = cv
         self.n_alphas = n_alphas
         self.max_features = max_features
         self.random_state = random_state
+        self.solver = solver
 
     def fit(self, X, y):  # noqa: ANN001, ANN201
         """Fit the LASSO on the training rows."""
@@ -233,7 +261,7 @@ class LassoSelector(_Selector):
                 Cs=self.n_alphas,
                 cv=folds,
                 l1_ratios=(1.0,),
-                solver="saga",
+                solver=l1_logistic_solver(self.solver, len(ya)),
                 max_iter=2000,
                 scoring="roc_auc",
                 random_state=self.random_state,
@@ -281,6 +309,7 @@ def build_selection_steps(
     lasso_method: str = "lassocv",
     lasso_cv: int = 10,
     lasso_max_features: int | None = None,
+    lasso_solver: str = "auto",
     random_state: int = 0,
 ) -> list[tuple[str, BaseEstimator]]:
     """Selection steps by name, in order, for an sklearn Pipeline.
@@ -295,6 +324,7 @@ def build_selection_steps(
         lasso_method: see :class:`LassoSelector`.
         lasso_cv: see :class:`LassoSelector`.
         lasso_max_features: see :class:`LassoSelector`.
+        lasso_solver: ``solver`` of :class:`LassoSelector` (``auto``, ``liblinear``, ``saga``).
         random_state: seed of the LASSO folds.
     """
     from sklearn.preprocessing import StandardScaler
@@ -314,7 +344,11 @@ def build_selection_steps(
                 (
                     s,
                     LassoSelector(
-                        lasso_method, lasso_cv, max_features=lasso_max_features, random_state=random_state
+                        lasso_method,
+                        lasso_cv,
+                        max_features=lasso_max_features,
+                        random_state=random_state,
+                        solver=lasso_solver,
                     ),
                 )
             )

@@ -10,6 +10,8 @@ This implements the *intent* of the published method, not its code's defects (se
   shared bottleneck MLP of width ``max(1, channels // reduction)`` (>= 1; the published block squeezed 2
   logits with reduction 16, a width of 0, so it multiplied everything by 0.5); their sum through a sigmoid
   rescales each channel (CBAM-style channel attention).
+- The network trains in a plain torch loop (:class:`URANClassifier`; full batch by default), the same
+  optimisation as :class:`URANModule` in a Lightning ``Trainer`` without its per-fit overhead.
 - The classifier returns one logit trained with ``BCEWithLogitsLoss`` (no softmax before the loss);
   probabilities (not argmax labels) are used for the AUC; the standardisation is fitted on training rows only.
 """
@@ -95,6 +97,9 @@ class URANNet(nn.Module):
 class URANModule(LightningModule):
     """LightningModule training :class:`URANNet` with ``BCEWithLogitsLoss`` and AdamW.
 
+    For use in a Lightning ``Trainer`` (e.g. on a GPU or with callbacks). :class:`URANClassifier` runs the
+    same optimisation in a plain torch loop, which is what the radiomics pipelines use.
+
     Args:
         n_features: input features.
         lr: learning rate.
@@ -136,10 +141,14 @@ class URANModule(LightningModule):
 
 
 class URANClassifier(ClassifierMixin, BaseEstimator):
-    """sklearn wrapper around :class:`URANModule`, so URAN sits in the same CV pipeline as the other models.
+    """sklearn estimator training :class:`URANNet` in a plain torch loop, so URAN sits in the CV pipeline.
 
     Put the HKFS step (``lasso`` with ``l1_logistic``) before it in the pipeline. Features are standardised
-    with statistics of the rows passed to ``fit`` only.
+    with statistics of the rows passed to ``fit`` only. The loop is what :class:`URANModule` does in a
+    Lightning ``Trainer`` (AdamW, ``BCEWithLogitsLoss`` with ``pos_weight``, same seed, same init), without
+    the Trainer's start-up and per-epoch overhead, which dominated these millisecond fits (a URAN experiment
+    fits the network once per outer fold and signature). ``tests/test_radiomics_uran_dlr.py`` checks that
+    both give the same predictions within 1e-5.
 
     Args:
         channels: see :class:`URANNet`.
@@ -151,9 +160,11 @@ class URANClassifier(ClassifierMixin, BaseEstimator):
         lr: learning rate.
         weight_decay: AdamW weight decay.
         max_epochs: training epochs.
-        batch_size: mini-batch size.
+        batch_size: mini-batch size; None (default) = full batch, one step per epoch on all training rows
+            (radiomics cohorts are small enough). With a size below the row count, batches are drawn in a
+            seeded random order each epoch.
         balance: weight positives by n_neg / n_pos in the loss.
-        random_state: seed of the initialisation and batch order.
+        random_state: seed of the initialisation, dropout and batch order.
         num_threads: torch CPU threads while fitting / predicting (restored afterwards). 1 by default: on a
             network this small, more threads only add synchronisation (15x slower on a busy 2-core machine).
     """
@@ -169,7 +180,7 @@ class URANClassifier(ClassifierMixin, BaseEstimator):
         lr: float = 3e-3,
         weight_decay: float = 1e-3,
         max_epochs: int = 60,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         balance: bool = True,
         random_state: int = 0,
         num_threads: int = 1,
@@ -188,60 +199,66 @@ class URANClassifier(ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.num_threads = num_threads
 
+    def _net_kwargs(self) -> dict[str, object]:
+        return {
+            "channels": self.channels,
+            "length": self.length,
+            "reduction": self.reduction,
+            "hidden": self.hidden,
+            "dropout": self.dropout,
+            "use_maae": self.use_maae,
+        }
+
     def fit(self, X, y):  # noqa: ANN001, ANN201
         """Standardise on these rows and train the network."""
-        import logging
-
-        from lightning import Trainer, seed_everything
-        from torch.utils.data import DataLoader, TensorDataset
-
         Xa = np.asarray(X, dtype=np.float32)
         ya = np.asarray(y).astype(np.float32)
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise ValueError(f"batch_size={self.batch_size}: must be >= 1 or None (full batch)")
         self.mean_ = Xa.mean(axis=0)
         self.scale_ = np.where(Xa.std(axis=0) > 0, Xa.std(axis=0), 1.0).astype(np.float32)
         n_pos = float(ya.sum())
         pos_weight = (len(ya) - n_pos) / n_pos if self.balance and n_pos > 0 else 1.0
-        for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-            logging.getLogger(name).setLevel(logging.ERROR)
-        seed_everything(self.random_state, verbose=False)
-        self.module_ = URANModule(
-            Xa.shape[1],
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            pos_weight=pos_weight,
-            channels=self.channels,
-            length=self.length,
-            reduction=self.reduction,
-            hidden=self.hidden,
-            dropout=self.dropout,
-            use_maae=self.use_maae,
-        )
-        ds = TensorDataset(torch.from_numpy((Xa - self.mean_) / self.scale_), torch.from_numpy(ya))
-        gen = torch.Generator().manual_seed(self.random_state)
-        loader = DataLoader(ds, batch_size=self.batch_size, shuffle=True, generator=gen)
-        # barebones: no logging / callbacks; the per-epoch overhead of a full Trainer dominates on
-        # tabular data (about 90 ms per epoch)
-        trainer = Trainer(max_epochs=self.max_epochs, accelerator="cpu", devices=1, barebones=True)
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(self.num_threads)))
         try:
-            trainer.fit(self.module_, loader)
+            torch.manual_seed(self.random_state)
+            self.net_ = URANNet(Xa.shape[1], **self._net_kwargs())  # type: ignore[arg-type]
+            loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor(float(pos_weight)))
+            opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            xt = torch.from_numpy((Xa - self.mean_) / self.scale_)
+            yt = torch.from_numpy(ya)
+            n = len(xt)
+            bs = n if self.batch_size is None else min(int(self.batch_size), n)
+            gen = torch.Generator().manual_seed(self.random_state)
+            self.net_.train()
+            for _ in range(int(self.max_epochs)):
+                order = torch.randperm(n, generator=gen) if bs < n else None
+                for start in range(0, n, bs):
+                    if order is None:
+                        xb, yb = xt, yt
+                    else:
+                        idx = order[start : start + bs]
+                        xb, yb = xt[idx], yt[idx]
+                    opt.zero_grad(set_to_none=True)
+                    loss_fn(self.net_(xb), yb).backward()
+                    opt.step()
+            self.net_.eval()
         finally:
             torch.set_num_threads(threads)
-        self.module_.eval()
         self.classes_ = np.array([0, 1])
         self.n_features_in_ = Xa.shape[1]
         return self
 
     def decision_function(self, X) -> np.ndarray:  # noqa: ANN001
         """Logits."""
-        check_is_fitted(self, "module_")
+        check_is_fitted(self, "net_")
         Xa = (np.asarray(X, dtype=np.float32) - self.mean_) / self.scale_
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, int(self.num_threads)))
         try:
-            with torch.no_grad():
-                return self.module_(torch.from_numpy(Xa)).numpy().astype(np.float64)
+            with torch.inference_mode():
+                return self.net_(torch.from_numpy(Xa)).numpy().astype(np.float64)
         finally:
             torch.set_num_threads(threads)
 
