@@ -97,3 +97,32 @@ def df() -> pd.DataFrame:
     import pandas as pd
 
     return pd.read_csv(TEST_DATA / "stats_reference_data.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_cohort, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """One tiny her2mri-train run (ResNet34, 32 px, 2 slices, 1 epoch of 2 batches) on ``synthetic_cohort``.
+
+    Shared by the tests of the locked threshold, her2mri-predict and the model card. Returns
+    ``(run_dir, best_checkpoint)``; treat both as read-only.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from her2mri.cli._config import config_dir
+    from her2mri.training.run import train
+
+    root, csv = synthetic_cohort
+    tmp = tmp_path_factory.mktemp("tiny_run")
+    overrides = [
+        "data=breastdcedl", f"data.root={root}", f"data.metadata_csv={csv}", "data.progress=false",
+        "data.num_workers=0", "data.batch_size=4", "data.val_fraction=0.3", "model=resnet34",
+        "preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.accelerator=cpu", "stats_n_boot=50",
+        f"paths.cache_dir={tmp / 'cache'}", f"paths.output_dir={tmp / 'run'}",
+    ]  # fmt: skip
+    with _torch_threads(1):
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=overrides)
+        train(cfg)
+    payload = json.loads((tmp / "run" / "metrics.json").read_text())
+    return tmp / "run", Path(payload["ckpt_path"])

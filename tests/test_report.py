@@ -61,7 +61,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def report(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    paths = build_report(list(runs), out, n_boot=N_BOOT, seed=3)
+    paths = build_report(list(runs), out, n_boot=N_BOOT, seed=3, threshold="youden")
     return paths, json.loads(paths.json.read_text(encoding="utf-8"))
 
 

@@ -12,14 +12,16 @@ from her2mri.report.compute import DEFAULT_N_BOOT, FALLBACK_THRESHOLD
 
 
 def _threshold(text: str) -> str | float:
-    if text == "youden":
+    if text in ("youden", "locked"):
         return text
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be 'youden' or a number in [0, 1], got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be 'locked', 'youden' or a number in [0, 1], got {text!r}"
+        ) from None
     if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be 'youden' or a number in [0, 1], got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be 'locked', 'youden' or a number in [0, 1], got {text!r}")
     return value
 
 
@@ -42,9 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="split whose predictions choose the Youden threshold (default val; 'none' to never use one)",
     )  # fmt: skip
     p.add_argument(
-        "--threshold", type=_threshold, default="youden",
-        help="'youden' (default: chosen on --val-split, applied to --split; fixed "
-        f"{FALLBACK_THRESHOLD} when a model has no validation predictions) or a fixed probability",
+        "--threshold", type=_threshold, default="locked",
+        help="'locked' (default: the threshold chosen on validation in training and stored in the run's "
+        f"metrics.json; {FALLBACK_THRESHOLD} with a warning when none is stored), 'youden' (chosen on "
+        "--val-split, applied to --split) or a fixed probability",
     )  # fmt: skip
     p.add_argument(
         "--n-boot", type=int, default=DEFAULT_N_BOOT, help=f"bootstrap replicates (default {DEFAULT_N_BOOT})"

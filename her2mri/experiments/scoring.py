@@ -30,12 +30,16 @@ class EvalSetup:
         module: the loaded ``HER2Classifier`` (on the CPU; the trainer moves it).
         datamodule: the datamodule built with the checkpoint's preprocessing.
         model_name: ``module.hparams.model["name"]``.
+        threshold: the decision threshold applied (also set as ``module.hparams.threshold``).
+        threshold_source: where it came from (:func:`her2mri.training.threshold.resolve_threshold`).
     """
 
     ckpt_path: str
     module: Any
     datamodule: Any
     model_name: str
+    threshold: float = 0.5
+    threshold_source: str = "fallback_0.5"
 
 
 def check_split(split: str) -> str:
@@ -65,11 +69,17 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
     from her2mri.training.data_setup import preprocess_from_cfg
     from her2mri.training.module import HER2Classifier
     from her2mri.training.run import EVAL_DATA_KEYS, build_datamodule
+    from her2mri.training.threshold import resolve_threshold
 
     ckpt_path = str(ckpt_path)
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist.")
     module = HER2Classifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    given = cfg.get("threshold")
+    threshold, source = resolve_threshold(
+        module.hparams.get("locked_threshold"), None if given is None else float(given)
+    )
+    module.hparams.threshold = threshold
     spec = module.hparams.model
     data_spec = module.hparams.get("data_spec") or {}
     pre_dict = dict(data_spec.get("preprocess") or {})
@@ -83,7 +93,7 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
                 if key in EVAL_DATA_KEYS:
                     data_cfg[key] = value
     datamodule = build_datamodule(data_cfg, pre.to_dict())
-    return EvalSetup(ckpt_path, module, datamodule, str(spec["name"]))
+    return EvalSetup(ckpt_path, module, datamodule, str(spec["name"]), threshold, source)
 
 
 def score_split(

@@ -77,7 +77,7 @@ def build_report(
     *,
     split: str = "test",
     val_split: str | None = "val",
-    threshold: str | float = "youden",
+    threshold: str | float = "locked",
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     conf_level: float = 0.95,
@@ -91,7 +91,8 @@ def build_report(
         out_dir: output folder (created).
         split: evaluated split of run directories (``predictions/{split}_patients.csv``).
         val_split: split whose predictions choose the Youden threshold (``None``: never).
-        threshold: ``"youden"`` or a fixed probability in [0, 1].
+        threshold: ``"locked"`` (default: the threshold stored in each run's ``metrics.json``, 0.5 with a
+            warning when none is), ``"youden"`` (chosen on ``val_split``) or a fixed probability in [0, 1].
         n_boot: bootstrap replicates (AUC CI, ROC band).
         seed: bootstrap seed.
         conf_level: confidence level of every interval.

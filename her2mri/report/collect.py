@@ -71,6 +71,8 @@ class ModelSource:
         val: predictions of the validation split (for the Youden threshold), or ``None``.
         run_dir: the run directory, or ``None`` for a bare CSV.
         gradcam_dir: ``<run_dir>/gradcam`` when it holds PNGs, else ``None``.
+        locked_threshold: the locked threshold stored in the run's ``metrics.json`` (train or eval run),
+            else ``None``.
     """
 
     name: str
@@ -79,6 +81,7 @@ class ModelSource:
     val: SplitPredictions | None = None
     run_dir: Path | None = None
     gradcam_dir: Path | None = None
+    locked_threshold: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------- CSV
@@ -215,6 +218,16 @@ def run_name(run_dir: Path) -> str:
     return run_dir.name
 
 
+def _stored_threshold(run_dir: Path | None) -> float | None:
+    """``locked_threshold.value`` of ``<run_dir>/metrics.json`` (None when absent or not chosen)."""
+    if run_dir is None or not (run_dir / "metrics.json").is_file():
+        return None
+    locked = _read_json(run_dir / "metrics.json").get("locked_threshold")
+    if isinstance(locked, dict) and isinstance(locked.get("value"), (int, float)):
+        return float(locked["value"])
+    return None
+
+
 def load_source(arg: str | Path, split: str = "test", val_split: str | None = "val") -> ModelSource:
     """Load one report input: a run directory or a predictions CSV, optionally named ``NAME=PATH``.
 
@@ -258,7 +271,7 @@ def load_source(arg: str | Path, split: str = "test", val_split: str | None = "v
             if sibling.is_file():
                 val = read_predictions_csv(sibling)
         display = name or path.stem
-    return ModelSource(display, path, test, val, run_dir, gradcam)
+    return ModelSource(display, path, test, val, run_dir, gradcam, _stored_threshold(run_dir))
 
 
 def _unique_names(sources: list[ModelSource]) -> list[ModelSource]:
@@ -278,7 +291,9 @@ def _unique_names(sources: list[ModelSource]) -> list[ModelSource]:
             candidate = f"{name} #{k}"
             k += 1
         used.add(candidate)
-        out.append(ModelSource(candidate, s.source, s.test, s.val, s.run_dir, s.gradcam_dir))
+        out.append(
+            ModelSource(candidate, s.source, s.test, s.val, s.run_dir, s.gradcam_dir, s.locked_threshold)
+        )
     return out
 
 
@@ -339,7 +354,9 @@ def align_on_common_pids(sources: list[ModelSource]) -> tuple[list[ModelSource],
                 f"{s.name}: {n_total - len(pids)} of {n_total} patients ({s.test.path}) are not scored by "
                 f"every model and are left out; all results use the {len(pids)} common patients."
             )
-        aligned.append(ModelSource(s.name, s.source, sub, s.val, s.run_dir, s.gradcam_dir))
+        aligned.append(
+            ModelSource(s.name, s.source, sub, s.val, s.run_dir, s.gradcam_dir, s.locked_threshold)
+        )
     for m in messages:
         warnings.warn(m, stacklevel=2)
     info = {"n_common": len(pids), "models": per_model, "warnings": messages}

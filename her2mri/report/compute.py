@@ -8,6 +8,7 @@ The ROC curve points and band are drawn by :mod:`her2mri.report.roc`.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,8 @@ __all__ = [
     "json_safe",
     "patient_metrics_with_ci",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_N_BOOT = 2000
 #: threshold used by ``threshold="youden"`` when a model has no validation predictions
@@ -66,9 +69,23 @@ def _try(notes: list[str], what: str, fn: Any, *args: Any, **kwargs: Any) -> Any
 
 
 def _choose_threshold(
-    threshold: str | float | None, val_labels: Any, val_probs: Any, notes: list[str]
+    threshold: str | float | None,
+    val_labels: Any,
+    val_probs: Any,
+    notes: list[str],
+    locked: float | None = None,
 ) -> tuple[float, str]:
-    """``(threshold, source)`` with source ``youden_val``, ``fixed`` or ``fallback_0.5``."""
+    """``(threshold, source)`` with source ``locked``, ``youden_val``, ``fixed`` or ``fallback_0.5``."""
+    if threshold == "locked":
+        if locked is not None:
+            return float(locked), "locked"
+        msg = (
+            "no locked threshold is stored with this model (its run's metrics.json has none): the threshold "
+            f"is the fixed fallback {FALLBACK_THRESHOLD}"
+        )
+        log.warning(msg)
+        notes.append(msg)
+        return FALLBACK_THRESHOLD, f"fallback_{FALLBACK_THRESHOLD}"
     if threshold is not None and threshold != "youden":
         t = float(threshold)
         if not 0.0 <= t <= 1.0:
@@ -98,8 +115,12 @@ def metrics_detail(
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     conf_level: float = 0.95,
+    locked: float | None = None,
 ) -> dict[str, Any]:
     """All patient-level metrics of one model, nested (the per-model block of the report).
+
+    ``threshold="locked"`` applies ``locked`` (the threshold stored with the model), 0.5 with a warning when
+    it is None.
 
     Returns:
         ``{"flat": {...}, "threshold_source": str, "threshold_metrics": ThresholdMetrics.to_dict() | None,
@@ -121,7 +142,7 @@ def metrics_detail(
     bo = _try(notes, "bootstrap CI", stats.auc_ci_bootstrap, y, p, n_boot, conf_level, seed)
     flat["auroc_boot_ci_low"], flat["auroc_boot_ci_high"] = (bo.ci_lower, bo.ci_upper) if bo else (None, None)
 
-    thr, source = _choose_threshold(threshold, val_labels, val_probs, notes)
+    thr, source = _choose_threshold(threshold, val_labels, val_probs, notes, locked)
     flat["threshold"] = thr
     flat["threshold_from_val"] = int(source == "youden_val")
     tm = stats.metrics_at_threshold(y, p, thr, conf_level, threshold_source=source)
@@ -302,10 +323,12 @@ def compute_report(
         "warnings", "has_sites", "models": {name: {...}}, "delong": {...}, "decision_curve": [...],
         "patients": {"pids", "labels", "probs": {name: [...]}}}`` (the common patients, sorted by pid).
     """
-    if threshold != "youden":
+    if threshold not in ("youden", "locked"):
         threshold = float(threshold)
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be 'youden' or a number in [0, 1]; got {threshold!r}.")
+            raise ValueError(
+                f"threshold must be 'locked', 'youden' or a number in [0, 1]; got {threshold!r}."
+            )
     aligned, info = align_on_common_pids(sources)
     y = aligned[0].test.labels
     if y.min() == y.max():
@@ -323,8 +346,9 @@ def compute_report(
         val_y = s.val.labels if s.val is not None else None
         val_p = s.val.probs if s.val is not None else None
         detail = metrics_detail(
-            y, p, val_y, val_p, threshold=threshold, n_boot=n_boot, seed=seed, conf_level=conf_level
-        )
+            y, p, val_y, val_p, threshold=threshold, n_boot=n_boot, seed=seed, conf_level=conf_level,
+            locked=s.locked_threshold,
+        )  # fmt: skip
         fpr, tpr, thr = roc_points(y, p)
         entry: dict[str, Any] = {
             "source": str(s.source),
@@ -362,7 +386,7 @@ def compute_report(
             "title": title,
             "split": split,
             "val_split": val_split,
-            "threshold_rule": threshold if threshold == "youden" else float(threshold),
+            "threshold_rule": threshold if isinstance(threshold, str) else float(threshold),
             "fallback_threshold": FALLBACK_THRESHOLD,
             "n_boot": int(n_boot),
             "seed": int(seed),

@@ -332,6 +332,9 @@ def render_html(
         f"unchanged to <b>{_esc(r['split'])}</b> (fixed {_esc(r['fallback_threshold'])} for a model "
         "without validation predictions)"
         if r["threshold_rule"] == "youden"
+        else "each model's locked threshold, chosen on its validation patients during training and stored "
+        f"with it (fixed {_esc(r['fallback_threshold'])} for a model without one)"
+        if r["threshold_rule"] == "locked"
         else f"fixed threshold {p.num('threshold_rule')} for every model"
     )
     out = [

@@ -35,6 +35,7 @@ from her2mri.training.aggregation import (
 from her2mri.training.losses import LOSSES, balanced_class_weights, build_loss
 from her2mri.training.metrics import binary_metrics, prefixed
 from her2mri.training.schedulers import cosine_with_warmup
+from her2mri.training.threshold import RULES as THRESHOLD_RULES
 
 DEFAULT_SCHEDULES: tuple[str, ...] = ("cosine_warmup", "constant")
 COMPILE_MODES: tuple[str | None, ...] = (
@@ -96,6 +97,11 @@ class HER2Classifier(L.LightningModule):
         aggregation: slice -> patient score: ``median`` (default, the paper's best), ``mean`` or ``max``.
         threshold: probability threshold for accuracy, sensitivity, specificity (see
             :mod:`her2mri.training.metrics` for the rule).
+        threshold_rule: how the locked threshold is chosen on the validation patients at every validation
+            of a fit: ``youden`` (default) or ``sensitivity`` (:mod:`her2mri.training.threshold`).
+        target_sensitivity: the validation sensitivity rule ``sensitivity`` must reach, in (0, 1].
+        locked_threshold: the locked threshold (:class:`~her2mri.training.threshold.LockedThreshold` as a
+            dict); set during fitting and saved with each checkpoint (the value of that checkpoint's weights).
         data_spec: preprocessing and data settings used in training
             (``{"preprocess": {...}, "data": {...}}``), stored so that evaluation reproduces them.
         optimizer_config: the optimizer/scheduler config as plain data, stored for the record only.
@@ -126,6 +132,9 @@ class HER2Classifier(L.LightningModule):
         warmup_fraction: float = 0.05,
         aggregation: str = "median",
         threshold: float = 0.5,
+        threshold_rule: str = "youden",
+        target_sensitivity: float = 0.9,
+        locked_threshold: Mapping[str, Any] | None = None,
         data_spec: Mapping[str, Any] | None = None,
         optimizer_config: Mapping[str, Any] | None = None,
         channels_last: bool = False,
@@ -147,6 +156,12 @@ class HER2Classifier(L.LightningModule):
             )
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold={threshold!r} must be in [0, 1].")
+        if threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(
+                f"threshold_rule={threshold_rule!r} is not valid. Valid values: {', '.join(THRESHOLD_RULES)}."
+            )
+        if not 0.0 < float(target_sensitivity) <= 1.0:
+            raise ValueError(f"target_sensitivity={target_sensitivity!r} must be in (0, 1].")
         if compile_mode not in COMPILE_MODES:
             raise ValueError(
                 f"compile_mode={compile_mode!r} is not valid. "
@@ -171,6 +186,9 @@ class HER2Classifier(L.LightningModule):
                 "warmup_fraction": float(warmup_fraction),
                 "aggregation": aggregation,
                 "threshold": float(threshold),
+                "threshold_rule": threshold_rule,
+                "target_sensitivity": float(target_sensitivity),
+                "locked_threshold": _plain(locked_threshold) if locked_threshold is not None else None,
                 "data_spec": _plain(data_spec) if data_spec is not None else None,
                 "optimizer_config": _plain(optimizer_config) if optimizer_config is not None else None,
                 "channels_last": bool(channels_last),
@@ -334,11 +352,28 @@ class HER2Classifier(L.LightningModule):
         metrics = self._finish_stage("val")
         if metrics is None or self.trainer.sanity_checking:
             return
+        if self.trainer.state.fn == "fit":  # not when a loaded checkpoint is re-scored
+            self._lock_threshold()
         auc = metrics.get("val/auroc_patient", float("nan"))
         if math.isfinite(auc):
             self.val_auroc_best.update(torch.tensor(auc, device=self.device))
         if self.val_auroc_best.update_called:
             self.log("val/auroc_patient_best", self.val_auroc_best.compute(), sync_dist=False)
+
+    def _lock_threshold(self) -> None:
+        """Choose the locked threshold on this validation's patients; saved with the next checkpoint."""
+        from her2mri.training.threshold import choose_threshold
+
+        _, patients = self.predictions["val"]
+        locked = choose_threshold(
+            patients.probs, patients.labels, self.hparams.threshold_rule, self.hparams.target_sensitivity
+        )
+        self.hparams["locked_threshold"] = locked.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the checkpoint's locked threshold (``trainer.validate(ckpt_path=...)`` keeps hparams)."""
+        stored = (checkpoint.get("hyper_parameters") or {}).get("locked_threshold")
+        self.hparams["locked_threshold"] = stored
 
     def on_test_epoch_end(self) -> None:
         """Aggregate per patient and log the test metrics."""

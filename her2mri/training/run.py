@@ -268,6 +268,21 @@ def _valthr_metrics(module: Any, test_stage: str, threshold: float) -> dict[str,
     return out
 
 
+def _locked_metrics(module: Any, test_stage: str, locked: Mapping[str, Any] | None) -> dict[str, float]:
+    """``val/threshold_locked`` and the test patient metrics at it (``{test}/..._patient_locked``)."""
+    if not locked or locked.get("value") is None:
+        return {}
+    value = float(locked["value"])
+    out = {"val/threshold_locked": value}
+    if test_stage in module.predictions:
+        _, patients = module.predictions[test_stage]
+        ok = patients.labels >= 0
+        m = binary_metrics(patients.probs[ok], patients.labels[ok], value)
+        m.pop("auroc")
+        out.update(prefixed(m, test_stage, "patient", "_locked"))
+    return out
+
+
 def format_summary(title: str, metrics: Mapping[str, Any], stages: tuple[str, ...], out_dir: Path) -> str:
     """A short human-readable summary of the patient-level results."""
     lines = [f"== {title} ==", f"run dir: {out_dir}"]
@@ -347,13 +362,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics.update(
             _valthr_metrics(module, "test", youden_threshold(val_patients.probs, val_patients.labels))
         )
+    locked = module.hparams.get("locked_threshold")
+    metrics.update(_locked_metrics(module, "test", locked))
     for stage in stages:
         metrics.update(_clinical_stats(module, stage, cfg))
 
     wall = round(time.perf_counter() - t0, 2)
     if rank0:
         write_metrics_json(
-            out_dir / "metrics.json", metrics, _plain_cfg(cfg), status="ok", ckpt_path=ckpt, wall_time_s=wall
+            out_dir / "metrics.json",
+            metrics,
+            _plain_cfg(cfg),
+            status="ok",
+            ckpt_path=ckpt,
+            wall_time_s=wall,
+            locked_threshold=locked,
         )
         title = f"her2mri-train: {spec['name']} ({wall:.0f} s)"
         print(format_summary(title, metrics, tuple(stages), out_dir), flush=True)  # noqa: T201 - final summary
@@ -421,6 +444,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             status="ok",
             ckpt_path=ckpt_path,
             wall_time_s=wall,
+            threshold={"value": setup.threshold, "source": setup.threshold_source},
+            locked_threshold=setup.module.hparams.get("locked_threshold"),
         )
         title = f"her2mri-eval: {setup.model_name} on {split} ({wall:.0f} s)"
         print(format_summary(title, metrics, (split,), out_dir), flush=True)  # noqa: T201
