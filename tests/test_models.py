@@ -179,15 +179,22 @@ def test_weights_path_lightning_checkpoint(tmp_path):
         assert torch.equal(loaded(x), src(x))
 
 
-def test_checkpoint_with_python_objects_falls_back_with_warning(tmp_path):
+class _Custom:
+    """An arbitrary class: unpickling it means importing and running code."""
+
+
+def test_checkpoint_with_paths_loads_but_other_objects_are_refused(tmp_path):
+    """Paths are allow-listed plain data; any other Python object is refused, never unpickled (issue 13)."""
     src = make("resnet34", seed=0)
     path = tmp_path / "obj.ckpt"
     torch.save({"state_dict": src.state_dict(), "hyper_parameters": {"root": Path("/tmp")}}, path)
     dst = make("resnet34", seed=1)
-    with pytest.warns(UserWarning, match="full unpickling"):
-        report = load_weights(dst, path)
+    report = load_weights(dst, path)
     assert report.missing == [] and report.unexpected == []
     assert torch.equal(dst.head.weight, src.head.weight)
+    torch.save({"state_dict": src.state_dict(), "hyper_parameters": {"obj": _Custom()}}, path)
+    with pytest.raises(ValueError, match="refused to load"):
+        load_weights(dst, path)
 
 
 def test_classifier_shape_mismatch_is_skipped_with_warning(tmp_path):

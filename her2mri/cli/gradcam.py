@@ -49,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from omegaconf import OmegaConf
 
-    from her2mri.training.module import HER2Classifier
+    from her2mri.training.checkpoint_io import load_classifier
     from her2mri.training.run import build_datamodule
     from her2mri.viz import save_gradcam_gallery
 
-    module = HER2Classifier.load_from_checkpoint(str(ckpt), map_location="cpu")
+    module = load_classifier(ckpt, map_location="cpu")
     cfg = OmegaConf.load(cfg_file)
     datamodule = build_datamodule(cfg.data, module.hparams.data_spec["preprocess"])
     paths = save_gradcam_gallery(module, datamodule, args.out or run / "gradcam", n=args.n, split=args.split)

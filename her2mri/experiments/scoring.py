@@ -66,15 +66,15 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
     Raises:
         FileNotFoundError: ``ckpt_path`` does not exist.
     """
+    from her2mri.training.checkpoint_io import load_classifier
     from her2mri.training.data_setup import preprocess_from_cfg
-    from her2mri.training.module import HER2Classifier
     from her2mri.training.run import EVAL_DATA_KEYS, build_datamodule
     from her2mri.training.threshold import resolve_threshold
 
     ckpt_path = str(ckpt_path)
-    if not Path(ckpt_path).is_file():
+    if not Path(ckpt_path).exists():
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r} does not exist.")
-    module = HER2Classifier.load_from_checkpoint(ckpt_path, map_location="cpu")
+    module = load_classifier(ckpt_path, map_location="cpu")
     given = cfg.get("threshold")
     threshold, source = resolve_threshold(
         module.hparams.get("locked_threshold"), None if given is None else float(given)

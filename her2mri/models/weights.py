@@ -18,6 +18,7 @@ warning; any other shape mismatch is an error. Missing and unexpected keys are r
 from __future__ import annotations
 
 import logging
+import pathlib
 import pickle
 import warnings
 from collections.abc import Mapping
@@ -37,6 +38,8 @@ _STRIP_PREFIXES = ("module.", "_orig_mod.", "model.")
 _MAX_LISTED = 8
 
 _M = TypeVar("_M", bound=nn.Module)
+#: plain-data types allowed in weights files besides tensors (checkpoint hyper-parameters may hold paths)
+SAFE_PLAIN_TYPES: list[Any] = [pathlib.PosixPath, pathlib.PurePosixPath]
 
 
 @dataclass
@@ -65,17 +68,23 @@ def _short_list(keys: list[str]) -> str:
 
 
 def _torch_load(path: Path) -> Any:
-    """``torch.load`` restricted to tensors first; full unpickling only when that fails (with a warning)."""
+    """``torch.load(weights_only=True)``: tensors and plain data only; never full unpickling.
+
+    Raises:
+        ValueError: the file needs unpickling of other objects (refused: it could run code), or it is
+            truncated or corrupt.
+    """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        warnings.warn(
-            f"weights_path={str(path)!r}: the file holds Python objects besides tensors; loading it "
-            "with full unpickling (only do this with files you trust)",
-            UserWarning,
-            stacklevel=3,
-        )
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(SAFE_PLAIN_TYPES):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"weights_path={str(path)!r}: refused to load: the file holds Python objects besides tensors, "
+            "and unpickling them could run code. Save the weights as a plain state dict "
+            "(torch.save(model.state_dict(), path)) or as .safetensors."
+        ) from err
+    except (EOFError, RuntimeError, OSError) as err:
+        raise ValueError(f"weights_path={str(path)!r}: not a readable weights file ({err})") from err
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:

@@ -74,9 +74,9 @@ def load_backbone(
     kw = dict(model_kwargs or {})
     if checkpoint is not None:
         from her2mri.models import create_model
+        from her2mri.models.weights import read_state_dict
 
-        ckpt = torch.load(str(checkpoint), map_location="cpu", weights_only=False)
-        state = ckpt.get("state_dict", ckpt)
+        state = read_state_dict(checkpoint)  # weights_only=True: nothing in the file is run
         state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")} or state
         model = create_model(name, **kw)
         if getattr(model, "num_views", 1) != 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from her2mri.data.preprocess_config import PreprocessConfig
+from her2mri.training.checkpoint_io import clean_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -77,23 +79,42 @@ def preprocess_from_cfg(
     return PreprocessConfig.from_dict(d)
 
 
-def ensure_synthetic_cohort(root: str | Path, n: int, seed: int, **kwargs: Any) -> Path:
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return path.resolve() != folder.resolve()
+
+
+def ensure_synthetic_cohort(
+    root: str | Path, n: int, seed: int, managed_dir: str | Path | None = None, **kwargs: Any
+) -> Path:
     """Build the synthetic cohort under ``root`` on first use; later calls with the same arguments reuse it.
 
-    A marker file holding the arguments is written last, so an interrupted build, or a folder built with other
-    arguments (e.g. another ``difficulty``), is rebuilt rather than reused.
+    The cohort is built in a temporary sibling folder and renamed into place; a marker file holding the
+    arguments is written last, so an interrupted build leaves no ``root``, and a cohort built with other
+    arguments (e.g. another ``difficulty``) is rebuilt rather than reused. An existing ``root`` is only
+    replaced when her2mri owns it: it carries the marker, lies under ``managed_dir`` (``paths.cache_dir``),
+    or is empty. Any other folder is the user's: it is never deleted.
 
     Args:
         root: cohort folder (e.g. ``<cache_dir>/synthetic_n60_s0``).
         n: number of patients.
         seed: random seed of the cohort.
+        managed_dir: her2mri's cache folder; anything inside it may be rebuilt.
         **kwargs: further :func:`her2mri.data.synth.make_synthetic_cohort` arguments (shape, difficulty...).
 
     Returns:
         ``root``.
+
+    Raises:
+        ValueError: ``root`` is a non-empty folder (or a file) that her2mri did not create.
     """
     root = Path(root)
     marker = root / _DONE_MARKER
+    if root.parent.is_dir():  # build folders of killed runs
+        clean_stale_temps(root.parent, (re.compile(rf"^{re.escape(root.name)}\.tmp(\d+)$"),))
     kwargs = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in kwargs.items() if v is not None}
     params = json.dumps({"n": int(n), "seed": int(seed), **kwargs}, sort_keys=True)
     if marker.is_file():
@@ -102,8 +123,21 @@ def ensure_synthetic_cohort(root: str | Path, n: int, seed: int, **kwargs: Any) 
         log.warning("synthetic cohort %s was built with other arguments: rebuilding it", root)
     from her2mri.data.synth import make_synthetic_cohort
 
-    if root.exists():
-        shutil.rmtree(root)
+    if root.exists() or root.is_symlink():
+        owned = marker.is_file() or (managed_dir is not None and _is_within(root, Path(managed_dir)))
+        empty = root.is_dir() and not root.is_symlink() and not any(root.iterdir())
+        if not (owned or empty):
+            raise ValueError(
+                f"data.root={str(root)!r} is not a synthetic cohort made by her2mri (no {_DONE_MARKER} "
+                "marker) and is not empty, but the data source is the synthetic one (data=synthetic, the "
+                "default), which would replace it: nothing was changed. To train on the data in this folder "
+                "add data=breastdcedl (or data=manifest / data=rgb_slices); for a synthetic cohort, point "
+                "data.root at an empty or new folder."
+            )
+        if root.is_dir() and not root.is_symlink():
+            shutil.rmtree(root)
+        else:
+            root.unlink()
     tmp = root.with_name(f"{root.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -224,6 +224,8 @@ class HER2Classifier(L.LightningModule):
         self.stage_metrics: dict[str, dict[str, float]] = {}
         #: name used in metric keys for ``trainer.test`` (eval may set it to e.g. ``"all"``)
         self.test_stage_name = "test"
+        #: her2mri metadata saved as ``checkpoint["her2mri"]`` (e.g. a locked ``threshold``, a model card id)
+        self.her2mri_metadata: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ model
     @property
@@ -264,8 +266,45 @@ class HER2Classifier(L.LightningModule):
         self._build_loss()
         self.loss_fn.to(self.device)
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> HER2Classifier:
+        """Load a checkpoint or ``her2mri-export`` folder safely (see :func:`.checkpoint_io.load_classifier`).
+
+        Unlike Lightning's method, nothing is unpickled (``weights_only=False`` is refused) and the stored
+        model spec loses ``pretrained``/``weights_path``. ``kwargs`` replace stored hyper-parameters.
+
+        Raises:
+            ValueError: ``weights_only=False`` or ``hparams_file`` (not supported).
+        """
+        if weights_only is False:
+            raise ValueError("weights_only=False: her2mri never unpickles checkpoints (they could run code)")
+        if hparams_file is not None:
+            raise ValueError(f"hparams_file={hparams_file!r} is not supported: the checkpoint holds them")
+        from her2mri.training.checkpoint_io import load_classifier
+
+        return load_classifier(
+            checkpoint_path,
+            map_location="cpu" if map_location is None else map_location,
+            strict=True if strict is None else bool(strict),
+            **kwargs,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store :attr:`her2mri_metadata` as ``checkpoint["her2mri"]`` (when not empty)."""
+        if self.her2mri_metadata:
+            checkpoint["her2mri"] = _plain(dict(self.her2mri_metadata))
+
     def setup(self, stage: str) -> None:
-        """Resolve ``class_weights="balanced"`` from the datamodule's training labels at fit time."""
+        """Check the classes of val/test at once; resolve ``class_weights="balanced"`` at fit time."""
+        self._check_classes(stage)
         if stage != "fit" or self.hparams.class_weights != "balanced":
             return
         labels = _train_labels(self.trainer.datamodule if self._trainer is not None else None)
@@ -278,6 +317,34 @@ class HER2Classifier(L.LightningModule):
             self.set_class_weights(None)
         else:
             self.set_class_weights(balanced_class_weights(labels, num_classes=2))
+
+    def _check_classes(self, stage: str) -> None:
+        """Warn at once when a split scored in ``stage`` holds one class (its AUC will be NaN)."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        describe = getattr(datamodule, "describe", None)
+        if not callable(describe):
+            return
+        splits = {"fit": ("val",), "validate": ("val",), "test": ("test",)}.get(stage, ())
+        try:
+            counts = describe()
+        except Exception:  # noqa: BLE001 - a datamodule without these splits: nothing to check
+            return
+        for split in splits:
+            c = counts.get(split) or {}
+            pos, neg = int(c.get("pos", 0)), int(c.get("neg", 0))
+            if c.get("patients") and (pos == 0 or neg == 0):
+                warnings.warn(
+                    f"the {split} split holds one class only ({pos} HER2+, {neg} HER2-, "
+                    f"{c.get('unknown', 0)} unknown patients): {split}/auroc_patient is undefined (NaN)"
+                    + (
+                        ", val/auroc_patient_best stays NaN and sweepers get their failure value; "
+                        "use a larger cohort or split_mode=kfold"
+                        if split == "val"
+                        else ""
+                    ),
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     # ------------------------------------------------------------------ steps
     def _logits_and_loss(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
@@ -358,7 +425,10 @@ class HER2Classifier(L.LightningModule):
         if math.isfinite(auc):
             self.val_auroc_best.update(torch.tensor(auc, device=self.device))
         if self.val_auroc_best.update_called:
-            self.log("val/auroc_patient_best", self.val_auroc_best.compute(), sync_dist=False)
+            best = self.val_auroc_best.compute()
+        else:  # no finite AUC yet (e.g. one class in val): NaN, so sweepers always find the key
+            best = torch.tensor(float("nan"), device=self.device)
+        self.log("val/auroc_patient_best", best, sync_dist=False)
 
     def _lock_threshold(self) -> None:
         """Choose the locked threshold on this validation's patients; saved with the next checkpoint."""
@@ -371,9 +441,12 @@ class HER2Classifier(L.LightningModule):
         self.hparams["locked_threshold"] = locked.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the checkpoint's locked threshold (``trainer.validate(ckpt_path=...)`` keeps hparams)."""
+        """Restore the locked threshold (``trainer.validate(ckpt_path=...)`` keeps hparams) and ``her2mri``."""
         stored = (checkpoint.get("hyper_parameters") or {}).get("locked_threshold")
         self.hparams["locked_threshold"] = stored
+        meta = checkpoint.get("her2mri")
+        if isinstance(meta, Mapping):
+            self.her2mri_metadata = dict(meta)
 
     def on_test_epoch_end(self) -> None:
         """Aggregate per patient and log the test metrics."""

@@ -7,6 +7,7 @@ the logged ones.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from her2mri.training.aggregation import PatientPredictions, SlicePredictions
+from her2mri.training.checkpoint_io import atomic_write_text, clean_stale_temps
 
 PATIENT_COLUMNS: tuple[str, ...] = ("pid", "label", "prob", "n_slices")
 SLICE_COLUMNS: tuple[str, ...] = ("pid", "slice_idx", "label", "prob")
@@ -55,15 +57,21 @@ def write_metrics_json(
         **extra: further top-level keys (e.g. ``error``, ``wall_time_s``, ``ckpt_path``).
 
     Returns:
-        The path written.
+        The path written (atomically: a temporary sibling, fsync, rename; never half-written).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"metrics": _json_safe(dict(sorted(metrics.items()))), "config": _json_safe(config or {})}
     payload["status"] = status
     payload.update(_json_safe(extra))
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def _csv_text(rows: list[list[Any]]) -> str:
+    buf = io.StringIO(newline="")
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
 
 
 def write_predictions(
@@ -90,21 +98,20 @@ def write_predictions(
     p_path = pred_dir / f"{stage}_patients.csv"
     s_path = pred_dir / f"{stage}_slices.csv"
     with_site = bool(sites) and any(sites.get(p) for p in patients.pids)  # type: ignore[union-attr]
-    with p_path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow([*PATIENT_COLUMNS, *(["site"] if with_site else [])])
-        for i, pid in enumerate(patients.pids):
-            row = [pid, int(patients.labels[i]), repr(float(patients.probs[i])), int(patients.n_slices[i])]
-            if with_site:
-                row.append(sites.get(pid) or "")  # type: ignore[union-attr]
-            writer.writerow(row)
-    with s_path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(SLICE_COLUMNS)
-        for i, pid in enumerate(slices.pids):
-            writer.writerow(
-                [pid, int(slices.slice_idx[i]), int(slices.labels[i]), repr(float(slices.probs[i]))]
-            )
+    patient_rows: list[list[Any]] = [[*PATIENT_COLUMNS, *(["site"] if with_site else [])]]
+    for i, pid in enumerate(patients.pids):
+        row = [pid, int(patients.labels[i]), repr(float(patients.probs[i])), int(patients.n_slices[i])]
+        if with_site:
+            row.append(sites.get(pid) or "")  # type: ignore[union-attr]
+        patient_rows.append(row)
+    slice_rows: list[list[Any]] = [list(SLICE_COLUMNS)]
+    for i, pid in enumerate(slices.pids):
+        prob = repr(float(slices.probs[i]))
+        slice_rows.append([pid, int(slices.slice_idx[i]), int(slices.labels[i]), prob])
+    # slices first, patients last: a complete patient file means both were written
+    clean_stale_temps(pred_dir)
+    atomic_write_text(s_path, _csv_text(slice_rows))
+    atomic_write_text(p_path, _csv_text(patient_rows))
     return p_path, s_path
 
 

@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from her2mri.experiments.sites import site_metrics
+from her2mri.training.checkpoint_io import clean_stale_temps, resolve_resume_checkpoint
 from her2mri.training.data_setup import ensure_synthetic_cohort, preprocess_from_cfg, sites_of
 from her2mri.training.metrics import binary_metrics, prefixed, youden_threshold
 from her2mri.training.outputs import write_metrics_json, write_predictions
@@ -159,12 +160,15 @@ def setup_runtime(cfg: DictConfig) -> None:
         torch.set_num_threads(int(threads))
 
 
-def build_datamodule(data_cfg: DictConfig, preprocess: Mapping[str, Any]) -> Any:
+def build_datamodule(
+    data_cfg: DictConfig, preprocess: Mapping[str, Any], cache_dir: str | Path | None = None
+) -> Any:
     """Instantiate ``cfg.data`` with the resolved preprocessing; build the synthetic cohort first if asked.
 
     A ``synthetic`` block in the data config (``n``, ``seed`` and other
     :func:`her2mri.data.synth.make_synthetic_cohort` arguments) means: write that cohort to ``data.root`` on
-    first use, then read it like any BreastDCEDL folder.
+    first use, then read it like any BreastDCEDL folder. ``data.root`` is only ever replaced when it lies
+    under ``cache_dir`` (``paths.cache_dir``), is empty, or carries the marker of a her2mri synthetic cohort.
     """
     from hydra.utils import instantiate
 
@@ -174,8 +178,30 @@ def build_datamodule(data_cfg: DictConfig, preprocess: Mapping[str, Any]) -> Any
     synth = data.pop("synthetic", None)
     if synth:
         synth = dict(synth)
-        ensure_synthetic_cohort(data["root"], n=synth.pop("n"), seed=synth.pop("seed"), **synth)
+        ensure_synthetic_cohort(
+            data["root"], n=synth.pop("n"), seed=synth.pop("seed"), managed_dir=cache_dir, **synth
+        )
     return instantiate(data, preprocess=dict(preprocess), _convert_="all")
+
+
+def _cache_dir(cfg: DictConfig) -> str | None:
+    try:
+        value = cfg.paths.cache_dir
+    except Exception:  # noqa: BLE001 - configs composed without paths
+        return None
+    return None if value is None else str(value)
+
+
+def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Any:
+    """Instantiate ``cfg.trainer`` with :class:`AtomicCheckpointIO` (atomic saves, safe loads) as plugin."""
+    from hydra.utils import instantiate
+
+    from her2mri.training.checkpoint_io import AtomicCheckpointIO
+
+    plugins = list(kwargs.pop("plugins", None) or [])
+    if not any(isinstance(p, AtomicCheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return instantiate(trainer_cfg, plugins=plugins, _convert_="partial", **kwargs)
 
 
 def _instantiate_group(node: DictConfig | None) -> list[Any]:
@@ -327,34 +353,47 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.to_container(cfg.preprocess, resolve=True), module.num_views, spec["name"]
     )
     module.hparams.data_spec = {"preprocess": pre.to_dict(), "data": _data_settings(cfg.data)}
+    # store again, so that hparams_initial (what loggers write to csv/hparams.yaml) holds data_spec too
+    module.save_hyperparameters(dict(module.hparams))
     log.info("model %s (%d parameters), views=%s", spec["name"], _n_params(module), pre.views)
 
-    datamodule = build_datamodule(cfg.data, pre.to_dict())
+    ckpt_dir = out_dir / "checkpoints"
+    clean_stale_temps(ckpt_dir)
+    do_train = bool(cfg.get("train", True))
+    resume = resolve_resume_checkpoint(cfg.get("ckpt_path"), ckpt_dir)
+    if not do_train and resume is None:
+        raise ValueError(
+            f"train=false needs a checkpoint to score: ckpt_path={cfg.get('ckpt_path')!r} gives none "
+            "(set ckpt_path=<file>, or use her2mri-eval)"
+        )
+    datamodule = build_datamodule(cfg.data, pre.to_dict(), cache_dir=_cache_dir(cfg))
     loggers = _instantiate_group(cfg.get("logger"))
     callbacks = _instantiate_group(cfg.get("callbacks"))
     if not loggers:
         from lightning.pytorch.callbacks import LearningRateMonitor
 
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="partial")
+    trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     metrics: dict[str, Any] = {}
-    for key in ("val/auroc_patient_best", "train/loss_epoch", "train/auroc_slice"):
-        if key in trainer.callback_metrics:
-            metrics[key] = float(trainer.callback_metrics[key])
-
-    ckpt = _best_checkpoint(trainer)
+    if do_train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        for key in ("val/auroc_patient_best", "train/loss_epoch", "train/auroc_slice"):
+            if key in trainer.callback_metrics:
+                metrics[key] = float(trainer.callback_metrics[key])
+        ckpt = _best_checkpoint(trainer)
+    else:
+        ckpt = resume
+        log.info("train=false: scoring %s", ckpt)
     sites = sites_of(datamodule)
     rank0 = bool(getattr(trainer, "is_global_zero", True))  # every DDP rank holds the gathered predictions
     stages: list[str] = []
     if cfg.get("validate", True):
-        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
         metrics.update(_collect_stage(module, "val", out_dir, sites, write=rank0))
         stages.append("val")
     if cfg.get("test", True):
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
         metrics.update(_collect_stage(module, "test", out_dir, sites, write=rank0))
         stages.append("test")
     if "val" in module.predictions:
@@ -366,6 +405,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(_locked_metrics(module, "test", locked))
     for stage in stages:
         metrics.update(_clinical_stats(module, stage, cfg))
+    if "val/auroc_patient_best" not in metrics:
+        # train=false, or no validation epoch: the scored checkpoint's own val AUC (NaN when undefined)
+        metrics["val/auroc_patient_best"] = float(metrics.get("val/auroc_patient", math.nan))
+    metric_value(metrics, cfg.get("optimized_metric"))  # a wrong name fails the run before "ok" is written
 
     wall = round(time.perf_counter() - t0, 2)
     if rank0:
@@ -408,8 +451,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     Returns:
         The metrics dict also written to ``metrics.json`` (with per-site metrics when the cohort has sites).
     """
-    from hydra.utils import instantiate
-
     from her2mri.experiments.scoring import check_split, load_for_eval, score_split
 
     t0 = time.perf_counter()
@@ -427,7 +468,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = str(cfg.ckpt_path)
     setup = load_for_eval(cfg, ckpt_path)
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[], _convert_="partial")
+    trainer = build_trainer(cfg.trainer, logger=loggers or False, callbacks=[])
     score_split(trainer, setup, split)
     rank0 = bool(getattr(trainer, "is_global_zero", True))
     metrics = _collect_stage(setup.module, split, out_dir, sites_of(setup.datamodule), write=rank0)

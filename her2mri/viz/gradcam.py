@@ -55,9 +55,9 @@ def load_model(source: Any, map_location: str = "cpu") -> nn.Module:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.")
-        from her2mri.training.module import HER2Classifier
+        from her2mri.training.checkpoint_io import load_classifier
 
-        source = HER2Classifier.load_from_checkpoint(str(path), map_location=map_location)
+        source = load_classifier(path, map_location=map_location)
     inner = getattr(source, "model", None)
     if isinstance(inner, nn.Module) and hasattr(inner, "gradcam_target_layers"):
         return inner
