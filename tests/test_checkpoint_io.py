@@ -274,3 +274,45 @@ def test_atomic_write_text(tmp_path):
         warnings.simplefilter("error")
         atomic_write_text(p, "x")
     assert p.read_text() == "x" and len(list(p.parent.iterdir())) == 1
+
+
+def test_export_round_trip_is_self_contained_and_redacted(tmp_path, capsys):
+    import json
+
+    from her2mri.cli.export import main as export_main
+
+    module = _module()
+    module.hparams.data_spec = {**DATA_SPEC, "data": {"root": "/secret/site/Jane_Doe", "imagenet_norm": True}}
+    module.her2mri_metadata = {"threshold": 0.42, "model_card": "card-7"}
+    ckpt = _checkpoint(module)
+    module.on_save_checkpoint(ckpt)
+    ckpt["hyper_parameters"]["model"] = {**TINY, "pretrained": True, "weights_path": "/nowhere/w.pt"}
+    src = tmp_path / "best.ckpt"
+    torch.save(ckpt, src)
+    out = tmp_path / "export"
+    assert export_main([str(src), str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors", "spec.json"]
+    spec = json.loads((out / "spec.json").read_text())
+    assert spec["format"] == "her2mri-export" and spec["threshold"] == 0.42
+    assert spec["her2mri"] == {"threshold": 0.42, "model_card": "card-7"}
+    assert spec["data_spec"]["preprocess"] == DATA_SPEC["preprocess"]
+    assert spec["data_spec"]["data"]["root"] == "<redacted>"
+    assert "Jane_Doe" not in (out / "spec.json").read_text() and str(tmp_path) not in json.dumps(spec)
+    assert "weights_path" not in spec["model"] and spec["model"]["pretrained"] is False
+
+    loaded = load_classifier(out)
+    assert not loaded.training and loaded.her2mri_metadata["threshold"] == 0.42
+    assert loaded.hparams.data_spec["preprocess"] == DATA_SPEC["preprocess"]
+    x = torch.randn(2, 3, 32, 32)
+    module.eval()
+    assert torch.allclose(module(x), loaded(x))
+
+    assert export_main([str(src), str(out)]) == 2  # exists: needs --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert export_main([str(src), str(out), "--overwrite", "--keep-paths"]) == 0
+    assert json.loads((out / "spec.json").read_text())["data_spec"]["data"]["root"] == "/secret/site/Jane_Doe"
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    assert export_main([str(src), str(user)]) == 2
+    assert sorted(p.name for p in user.iterdir()) == ["notes.txt"]

@@ -10,12 +10,14 @@ of processes.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from her2mri.data.errors import DataError
 from her2mri.training.aggregation import PatientPredictions, SlicePredictions
 
 SPLITS: tuple[str, ...] = ("val", "test", "all")
@@ -84,8 +86,30 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
     data_spec = module.hparams.get("data_spec") or {}
     pre_dict = dict(data_spec.get("preprocess") or {})
     overrides = OmegaConf.to_container(cfg.preprocess, resolve=True) if cfg.get("preprocess") else {}
-    pre_dict.update({k: v for k, v in (overrides or {}).items() if v is not None})  # type: ignore[union-attr]
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}  # type: ignore[union-attr]
+    if not pre_dict:
+        if not given:
+            raise DataError(
+                f"{ckpt_path}: the checkpoint stores no preprocessing (data_spec; not written by "
+                "her2mri-train?), and scoring it with the default preprocessing would silently differ from "
+                "training. State it: e.g. preprocess.image_size=... preprocess.n_slices=... "
+                "preprocess.normalization=..."
+            )
+        warnings.warn(
+            f"{ckpt_path}: the checkpoint stores no preprocessing (data_spec); using the given "
+            f"preprocess.{{{', '.join(sorted(given))}}} and defaults for every other field",
+            UserWarning,
+            stacklevel=2,
+        )
+    pre_dict.update(given)
     pre = preprocess_from_cfg(pre_dict, module.num_views, spec["name"])
+    fixed_size = getattr(module.model, "img_size", None)
+    if fixed_size is not None and int(fixed_size) != int(pre.image_size):
+        raise ValueError(
+            f"preprocess.image_size={pre.image_size} but model {spec['name']!r} of {ckpt_path} takes "
+            f"{fixed_size} px images (its position embeddings are fixed): use preprocess.image_size="
+            f"{fixed_size} or leave it null"
+        )
     data_cfg = cfg.data.copy()
     if cfg.get("use_checkpoint_data_settings", True):
         with open_dict(data_cfg):
