@@ -575,7 +575,8 @@ def export_classifier(
         "her2mri_version": her2mri.__version__,
         "model": hparams.get("model"),
         "data_spec": hparams.get("data_spec"),
-        "threshold": meta.get("threshold", hparams.get("threshold")),
+        "threshold": _export_threshold(hparams, meta),
+        "locked_threshold": hparams.get("locked_threshold"),
         "her2mri": meta,
         "hyper_parameters": hparams,
         "weights": {"file": EXPORT_WEIGHTS, "sha256": _sha256(weights), "n_tensors": len(state)},
@@ -585,6 +586,16 @@ def export_classifier(
     atomic_write_text(out / EXPORT_SPEC, json.dumps(spec, indent=2, allow_nan=False) + "\n")
     log.info("exported %s to %s", src, out)
     return out
+
+
+def _export_threshold(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> Any:
+    """The decision threshold: ``her2mri.threshold``, else the locked one, else the module's fixed one."""
+    if meta.get("threshold") is not None:
+        return meta["threshold"]
+    locked = hparams.get("locked_threshold")
+    if isinstance(locked, Mapping) and locked.get("value") is not None:
+        return locked["value"]
+    return hparams.get("threshold")
 
 
 def _safetensors_bytes(state: Mapping[str, torch.Tensor]) -> bytes:

@@ -441,7 +441,7 @@ class HER2Classifier(L.LightningModule):
         self.hparams["locked_threshold"] = locked.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the locked threshold (``trainer.validate(ckpt_path=...)`` keeps hparams) and ``her2mri``."""
+        """Restore the locked threshold (``trainer.validate(ckpt_path=...)`` keeps hparams), ``her2mri``."""
         stored = (checkpoint.get("hyper_parameters") or {}).get("locked_threshold")
         self.hparams["locked_threshold"] = stored
         meta = checkpoint.get("her2mri")
