@@ -310,3 +310,51 @@ def test_error_acquisition_on_another_grid(tmp_path):
         seed=9,
     )
     _errs(tmp_path, study, "another grid")
+
+
+def test_dce_found_among_other_series(tmp_path):
+    study, vols = _write(tmp_path, "series")
+    rng = np.random.default_rng(7)
+    t2 = [rng.integers(0, 900, (8, 10, 10)).astype(np.uint16)]
+    write_dicom_study(
+        t2,
+        study / "t2",
+        times_s=[-300.0],
+        spacing_zyx=(3.0, 1.0, 1.0),
+        patient={"PatientID": "PAT-001"},
+        seed=11,
+        series_description="T2 TSE",
+    )
+    sub = [np.abs(v.astype(int) - vols[1]).astype(np.uint16) for v in vols[:3]]  # 3 subtractions, same grid
+    write_dicom_study(
+        sub,
+        study / "sub",
+        times_s=[1000.0, 1070.0, 1140.0],
+        spacing_zyx=SPACING,
+        origin_lps=ORIGIN,
+        patient={"PatientID": "PAT-001"},
+        seed=12,
+        extra={"ImageType": ["DERIVED", "SECONDARY", "SUB"]},
+    )
+    row = import_study(study, tmp_path / "out")
+    assert row["n_phases"] == len(TIMES) and [float(t) for t in row["acq_times_s"].split(";")] == sorted(
+        TIMES
+    )
+
+
+def test_cohort_skip_bad_study_and_several_patients(tmp_path):
+    _write(tmp_path, "series", pid="GOOD-1")
+    bad, _ = _write(tmp_path, "temporal", pid="BAD-1")
+    first = _files(bad)[0]
+    ds = pydicom.dcmread(first)
+    ds.PatientID = "OTHER-2"
+    ds.save_as(first)
+    with pytest.raises(DataError, match="different Patient IDs"):
+        import_cohort(tmp_path / "src", tmp_path / "out")
+    manifest = import_cohort(tmp_path / "src", tmp_path / "out", on_error="skip")
+    assert list(pd.read_csv(manifest)["case_id"]) == ["GOOD-1"]
+    assert json.loads((tmp_path / "out" / "import_report.json").read_text())["failed"] == 1
+    with pytest.raises(ValueError, match="on_error="):
+        import_cohort(tmp_path / "src", tmp_path / "out", on_error="ignore")
+    with pytest.raises(ValueError, match="must not be inside src"):
+        import_cohort(tmp_path / "src", tmp_path / "src" / "out")

@@ -26,19 +26,14 @@ mapping goes to a separate key file (:func:`import_cohort`).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import math
 import os
 import re
-import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
@@ -50,8 +45,20 @@ from her2mri.data.dicom_series import build_volume, find_dce, order_in_time, rea
 from her2mri.data.errors import DataError
 from her2mri.data.geometry import canonical_spacing, lps_to_ras, mask_on_grid, to_canonical
 from her2mri.data.io import compact_dtype
+from her2mri.data.phases import PhaseRule, parse_phases
+from her2mri.data.pseudonym import default_key_file, load_key, pseudonym
 
 log = logging.getLogger(__name__)
+__all__ = [
+    "MANIFEST_COLUMNS",
+    "PhaseRule",
+    "default_key_file",
+    "find_mask",
+    "import_cohort",
+    "import_study",
+    "parse_phases",
+    "pseudonym",
+]
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "case_id",
@@ -77,82 +84,6 @@ DEFAULT_MASK_PATTERN: str = "{study}/**/*mask*"
 MASK_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 MARKER: str = ".her2mri-import"
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class PhaseRule:
-    """How the pre/early/late acquisitions are chosen (see the module docstring).
-
-    Args:
-        indices: explicit (pre, early, late) acquisition indices in time order (negative counts from the end);
-            overrides the time rule.
-        early_s: seconds after the start of the first post-contrast acquisition for the early phase.
-        late_s: seconds after the same start for the late phase; None = the last acquisition.
-    """
-
-    indices: tuple[int, int, int] | None = None
-    early_s: float = 120.0
-    late_s: float | None = None
-
-    def choose(self, times_s: Sequence[float | None], case: str = "case") -> tuple[int, int, int]:
-        """(pre, early, late) indices for acquisitions with these start times (seconds after the first)."""
-        n = len(times_s)
-        if self.indices is not None:
-            out = []
-            for role, i in zip(("pre", "early", "late"), self.indices, strict=True):
-                if not -n <= i < n:
-                    raise DataError(
-                        f"{case}: {role} phase index {i} is beyond the {n} acquisitions (0..{n - 1})"
-                    )
-                out.append(i % n)
-            return out[0], out[1], out[2]
-        if n < 3:
-            raise DataError(f"{case}: {n} DCE acquisition(s); need at least 3 for pre, early and late")
-        if any(t is None for t in times_s):
-            return 0, 1, n - 1
-        post = np.asarray(times_s[1:], dtype=np.float64) - float(times_s[1])  # type: ignore[arg-type]
-        late = n - 1 if self.late_s is None else 1 + int(np.argmin(np.abs(post - self.late_s)))
-        last_early = max(1, late - 1)  # early comes before late whenever there is room
-        early = 1 + int(np.argmin(np.abs(post[:last_early] - self.early_s)))
-        return 0, early, late
-
-
-def parse_phases(phases: PhaseRule | Sequence[int] | str | None) -> PhaseRule:
-    """A :class:`PhaseRule` from None (default rule), a rule, three indices, or a string.
-
-    Strings: ``"0,2,5"`` (indices) or ``"90s"`` / ``"90s,420s"`` (early / late seconds after the first
-    post-contrast acquisition).
-
-    Raises:
-        ValueError: naming ``phases`` and the value.
-    """
-    if phases is None:
-        return PhaseRule()
-    if isinstance(phases, PhaseRule):
-        return phases
-    if isinstance(phases, str):
-        parts = [p.strip() for p in phases.split(",") if p.strip()]
-        try:
-            if parts and all(p.lower().endswith("s") for p in parts) and len(parts) <= 2:
-                secs = [float(p[:-1]) for p in parts]
-                if not all(math.isfinite(v) and v >= 0 for v in secs):
-                    raise ValueError
-                return PhaseRule(early_s=secs[0], late_s=secs[1] if len(parts) == 2 else None)
-            return parse_phases([int(p) for p in parts])
-        except ValueError:
-            raise ValueError(
-                f"phases={phases!r} must be three indices like '0,2,5' or seconds like '90s' or '90s,420s'"
-            ) from None
-    vals = list(phases)
-    if len(vals) != 3 or any(isinstance(v, bool) or not float(v).is_integer() for v in vals):
-        raise ValueError(f"phases={phases!r} must be three integer indices (pre, early, late)")
-    return PhaseRule(indices=(int(vals[0]), int(vals[1]), int(vals[2])))
-
-
-def pseudonym(patient_id: str, salt: str) -> str:
-    """The stable pseudonymous case id of a Patient ID: ``anon-`` + 16 hex digits of HMAC-SHA256."""
-    digest = hmac.new(salt.encode("utf-8"), patient_id.encode("utf-8"), hashlib.sha256).hexdigest()
-    return f"anon-{digest[:16]}"
 
 
 def _atomic_nifti(arr_ijk: np.ndarray, affine_ras: np.ndarray, path: Path) -> None:
@@ -409,27 +340,6 @@ def _read_labels(labels_csv: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def default_key_file(out: Path) -> Path:
-    """Where :func:`import_cohort` keeps the pseudonym key by default: beside ``out``, never inside it."""
-    out = Path(out).resolve()
-    return out.parent / f"{out.name}_pseudonym_key.json"
-
-
-def _load_key(key_file: Path, salt: str | None) -> tuple[str, dict[str, str]]:
-    if key_file.is_file():
-        try:
-            data = json.loads(key_file.read_text())
-            old_salt, mapping = str(data["salt"]), dict(data["cases"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{key_file}: not a her2mri pseudonym key file ({exc})") from exc
-        if salt and salt != old_salt:
-            raise DataError(
-                f"{key_file}: was written with another salt; pass the same salt or another key_file"
-            )
-        return old_salt, mapping
-    return (salt or secrets.token_hex(16)), {}
-
-
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -495,7 +405,7 @@ def import_cohort(
     key_path = Path(key_file) if key_file is not None else default_key_file(out)
     if pseudonymize and out.resolve() in key_path.resolve().parents:
         raise ValueError(f"key_file={str(key_path)!r} must not be inside out={str(out)!r}")
-    use_salt, mapping = _load_key(key_path, salt) if pseudonymize else (None, {})
+    use_salt, mapping = load_key(key_path, salt) if pseudonymize else (None, {})
     rows: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
     seen: dict[str, Path] = {}

@@ -95,7 +95,8 @@ class Acquisition:
     def signature(self) -> tuple:
         """(rows, cols, n_slices, orientation): the most common matrix and orientation of its files."""
         (rows, cols), _ = Counter((s.rows, s.cols) for s in self.slices).most_common(1)[0]
-        orient, _ = Counter(tuple(np.round(s.orientation, 3) + 0.0) for s in self.slices).most_common(1)[0]
+        rounded = (tuple(float(v) for v in np.round(s.orientation, 3) + 0.0) for s in self.slices)
+        orient, _ = Counter(rounded).most_common(1)[0]
         return (rows, cols, len(self.slices), orient)
 
     @property
@@ -344,8 +345,7 @@ def find_dce(acqs: Sequence[Acquisition], study_dir: Path, min_phases: int = 3) 
             if a.signature[:2] + a.signature[3:] == best[0].signature[:2] + best[0].signature[3:]:
                 raise DataError(
                     f"{study_dir}: {a.first_file}: missing or duplicated slice positions: this acquisition "
-                    "of "
-                    f"series {a.series_number} has {a.signature[2]} slices, the other {len(best)} DCE "
+                    f"of series {a.series_number} has {a.signature[2]} slices, the other {len(best)} DCE "
                     f"acquisitions have {best[0].signature[2]}"
                 )
             raise DataError(

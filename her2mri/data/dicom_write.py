@@ -34,6 +34,7 @@ def write_dicom_study(
     seed: int = 0,
     nested: bool = False,
     extra: Mapping[str, object] | None = None,
+    series_description: str = "DCE dynamic",
 ) -> list[Path]:
     """Write the acquisitions of one study as DICOM files.
 
@@ -54,6 +55,7 @@ def write_dicom_study(
         seed: seed of the random file names and the order the files are written in.
         nested: spread the files over two levels of sub-folders.
         extra: more header attributes set on every file (keyword -> value).
+        series_description: Series Description of every series written.
 
     Returns:
         The files written.
@@ -88,7 +90,7 @@ def write_dicom_study(
         ds.SeriesInstanceUID = series_uids[t]
         ds.SOPInstanceUID = generate_uid()
         ds.SeriesNumber = 100 + t if layout == "series" else 100
-        ds.SeriesDescription = "DCE dynamic"
+        ds.SeriesDescription = series_description
         ds.InstanceNumber = int(rng.integers(1, 10_000))  # deliberately meaningless: never used for order
         ds.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(origin_lps, float) + k * dz * normal]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*rdir, *cdir)]
