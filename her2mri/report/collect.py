@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,10 @@ class ModelSource:
         gradcam_dir: ``<run_dir>/gradcam`` when it holds PNGs, else ``None``.
         locked_threshold: the locked threshold stored in the run's ``metrics.json`` (train or eval run),
             else ``None``.
+        split: the split read from a run directory (``None`` for a bare CSV).
+        val_origin: where ``val`` came from: ``"run"`` (the run's own validation predictions) or
+            ``"training run"`` (an eval run of a checkpoint: the validation predictions of the training run
+            that wrote the checkpoint, so the threshold is *locked* before the external data are seen).
     """
 
     name: str
@@ -82,6 +86,8 @@ class ModelSource:
     run_dir: Path | None = None
     gradcam_dir: Path | None = None
     locked_threshold: float | None = None
+    split: str | None = None
+    val_origin: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------- CSV
@@ -228,6 +234,36 @@ def _stored_threshold(run_dir: Path | None) -> float | None:
     return None
 
 
+def _run_split(run_dir: Path) -> str | None:
+    """The ``split`` an eval run scored (``config.split`` of its metrics.json), or ``None``."""
+    mpath = run_dir / "metrics.json"
+    if not mpath.is_file():
+        return None
+    cfg = _read_json(mpath).get("config")
+    value = cfg.get("split") if isinstance(cfg, dict) else None
+    return str(value) if isinstance(value, str) and value else None
+
+
+def training_val_csv(run_dir: Path, val_split: str) -> Path | None:
+    """Validation predictions of the training run whose checkpoint an eval run scored (locked threshold).
+
+    An eval run's metrics.json records ``ckpt_path`` (``<train run>/checkpoints/<name>.ckpt``); the training
+    run's ``predictions/{val_split}_patients.csv`` is returned when it exists.
+    """
+    mpath = run_dir / "metrics.json"
+    if not mpath.is_file():
+        return None
+    data = _read_json(mpath)
+    ckpt = data.get("ckpt_path") or (data.get("config") or {}).get("ckpt_path")
+    if not isinstance(ckpt, str) or not ckpt:
+        return None
+    ckpt_path = Path(ckpt)
+    if not ckpt_path.is_absolute():
+        ckpt_path = (run_dir / ckpt_path).resolve()
+    candidate = ckpt_path.parent.parent / "predictions" / f"{val_split}_patients.csv"
+    return candidate if candidate.is_file() else None
+
+
 def load_source(arg: str | Path, split: str = "test", val_split: str | None = "val") -> ModelSource:
     """Load one report input: a run directory or a predictions CSV, optionally named ``NAME=PATH``.
 
@@ -246,10 +282,17 @@ def load_source(arg: str | Path, split: str = "test", val_split: str | None = "v
         raise FileNotFoundError(f"{path}: no such run directory or predictions CSV.")
     val = None
     gradcam = None
+    used_split: str | None = None
+    val_origin: str | None = None
     if path.is_dir():
         run_dir = path
         pred_dir = path / "predictions"
         test_csv = pred_dir / f"{split}_patients.csv"
+        own = _run_split(path)
+        if not test_csv.is_file() and own and own != split and (pred_dir / f"{own}_patients.csv").is_file():
+            # an eval run of another split (e.g. split=all on an external manifest): use what it scored
+            test_csv, split = pred_dir / f"{own}_patients.csv", own
+        used_split = split
         if not test_csv.is_file():
             have = sorted(p.name for p in pred_dir.glob("*_patients.csv")) if pred_dir.is_dir() else []
             raise FileNotFoundError(
@@ -259,7 +302,11 @@ def load_source(arg: str | Path, split: str = "test", val_split: str | None = "v
         test = read_predictions_csv(test_csv)
         val_csv = pred_dir / f"{val_split}_patients.csv" if val_split else None
         if val_csv is not None and val_split != split and val_csv.is_file():
-            val = read_predictions_csv(val_csv)
+            val, val_origin = read_predictions_csv(val_csv), "run"
+        elif val_split and val_split != split:
+            locked = training_val_csv(path, val_split)
+            if locked is not None:
+                val, val_origin = read_predictions_csv(locked), "training run"
         if (path / "gradcam").is_dir() and any((path / "gradcam").glob("*.png")):
             gradcam = path / "gradcam"
         display = name or run_name(path)
@@ -269,9 +316,11 @@ def load_source(arg: str | Path, split: str = "test", val_split: str | None = "v
         if val_split and val_split != split and path.name == f"{split}_patients.csv":
             sibling = path.with_name(f"{val_split}_patients.csv")
             if sibling.is_file():
-                val = read_predictions_csv(sibling)
+                val, val_origin = read_predictions_csv(sibling), "run"
         display = name or path.stem
-    return ModelSource(display, path, test, val, run_dir, gradcam, _stored_threshold(run_dir))
+    return ModelSource(
+        display, path, test, val, run_dir, gradcam, _stored_threshold(run_dir), used_split, val_origin
+    )
 
 
 def _unique_names(sources: list[ModelSource]) -> list[ModelSource]:
@@ -291,9 +340,7 @@ def _unique_names(sources: list[ModelSource]) -> list[ModelSource]:
             candidate = f"{name} #{k}"
             k += 1
         used.add(candidate)
-        out.append(
-            ModelSource(candidate, s.source, s.test, s.val, s.run_dir, s.gradcam_dir, s.locked_threshold)
-        )
+        out.append(replace(s, name=candidate))
     return out
 
 
@@ -354,9 +401,7 @@ def align_on_common_pids(sources: list[ModelSource]) -> tuple[list[ModelSource],
                 f"{s.name}: {n_total - len(pids)} of {n_total} patients ({s.test.path}) are not scored by "
                 f"every model and are left out; all results use the {len(pids)} common patients."
             )
-        aligned.append(
-            ModelSource(s.name, s.source, sub, s.val, s.run_dir, s.gradcam_dir, s.locked_threshold)
-        )
+        aligned.append(replace(s, test=sub))
     for m in messages:
         warnings.warn(m, stacklevel=2)
     info = {"n_common": len(pids), "models": per_model, "warnings": messages}
