@@ -1,4 +1,10 @@
-"""``her2mri-report RUN_OR_CSV [RUN_OR_CSV ...] --out DIR``: HTML evaluation report of one or more models."""
+"""``her2mri-report RUN_OR_CSV [RUN_OR_CSV ...] --out DIR``: HTML evaluation report of one or more models.
+
+Sources on the same patients are compared paired; sources on disjoint patients (an internal test set and an
+external site) are shown side by side as cohorts with unpaired comparisons. Example::
+
+    her2mri-report internal=outputs/eval/int external=outputs/eval/ext --clinical clinical.csv --out report/
+"""
 
 from __future__ import annotations
 
@@ -59,7 +65,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-gradcam", type=int, default=DEFAULT_MAX_GRADCAM,
         help=f"Grad-CAM PNGs per run shown in the gallery (default {DEFAULT_MAX_GRADCAM}; 0 = none)",
     )  # fmt: skip
+    p.add_argument(
+        "--clinical", default=None, metavar="CSV",
+        help="clinical variables (pid + columns) for Table 1 and subgroups (age bands, --subgroups)",
+    )  # fmt: skip
+    p.add_argument("--age-col", default="age", help="clinical column of age in years (default age)")
+    p.add_argument(
+        "--age-bands", type=_floats, default=(50.0,),
+        help="comma-separated age band edges in years (default 50: <50 and >=50)",
+    )  # fmt: skip
+    p.add_argument(
+        "--subgroups", type=_names, default=(),
+        help="comma-separated clinical columns whose levels are subgroups (e.g. HR,grade)",
+    )  # fmt: skip
+    p.add_argument(
+        "--features", default=None, metavar="CSV",
+        help="per-patient numeric features (pid + columns) added to the site-shortcut probe",
+    )  # fmt: skip
+    p.add_argument(
+        "--cohort-names", type=_names, default=None,
+        help="names of the cohorts (sources on disjoint patients) in order of first appearance "
+        "(default internal,external)",
+    )  # fmt: skip
+    p.add_argument(
+        "--site-probe-warn", type=float, default=0.7,
+        help="site-probe AUC from which the report warns of a site shortcut (default 0.7)",
+    )  # fmt: skip
     return p
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    values = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,6 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             conf_level=args.conf_level,
             title=args.title,
             max_gradcam=args.max_gradcam,
+            clinical=args.clinical,
+            features=args.features,
+            age_col=args.age_col,
+            age_bands=args.age_bands,
+            subgroups=args.subgroups,
+            cohort_names=args.cohort_names,
+            site_probe_warn=args.site_probe_warn,
         )
     except (FileNotFoundError, ValueError) as exc:
         print(f"her2mri-report: error: {exc}", file=sys.stderr)  # noqa: T201

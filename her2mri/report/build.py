@@ -10,10 +10,26 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from her2mri.report.collect import ModelSource, load_sources
+import pandas as pd
+
+from her2mri.report.checklist import build_checklist
+from her2mri.report.collect import ModelSource
 from her2mri.report.compute import DEFAULT_N_BOOT, compute_report, json_safe
 from her2mri.report.figures import save_figures
+from her2mri.report.figures_validation import save_validation_figures
 from her2mri.report.html import render_html
+from her2mri.report.validation import (
+    DEFAULT_AGE_BANDS,
+    DEFAULT_SITE_PROBE_WARN,
+    cohort_section,
+    load_cohort_sources,
+    read_clinical_csv,
+    recalibration_section,
+    site_probe_section,
+    subgroup_section,
+    table1_section,
+)
+from her2mri.report.validation import cohort_names as validation_cohort_names
 
 __all__ = ["DEFAULT_MAX_GRADCAM", "ReportPaths", "build_report"]
 
@@ -71,6 +87,76 @@ def _gradcam(
     return entries, files
 
 
+def _validation_sections(
+    report: dict[str, Any],
+    models: list[ModelSource],
+    groups: list[list[int]],
+    names: list[str],
+    out: Path,
+    *,
+    threshold: str | float,
+    n_boot: int,
+    seed: int,
+    conf_level: float,
+    clinical: str | Path | None,
+    features: str | Path | None,
+    age_col: str,
+    age_bands: tuple[float, ...],
+    subgroups: tuple[str, ...],
+    site_probe_warn: float,
+) -> None:
+    """Add the cohort, recalibration, Table 1, subgroup and site-probe sections to ``report`` (in place)."""
+    clin = read_clinical_csv(clinical) if clinical is not None else None
+    feats = read_clinical_csv(features) if features is not None else None
+    if len(groups) > 1:
+        report["cohorts"] = cohort_section(
+            models, groups, names, threshold=threshold, n_boot=n_boot, seed=seed, conf_level=conf_level
+        )
+        labelled = {f"{names[c]}: {models[i].name}": models[i] for c, g in enumerate(groups) for i in g}
+        thresholds = {k: v["metrics"]["threshold"] for k, v in report["cohorts"]["sources"].items()}
+        report["warnings"].append(
+            f"{len(groups)} cohorts on disjoint patients ({', '.join(names)}): the paired sections above "
+            f"use the {names[0]} cohort; all cohorts are side by side under 'Internal vs external "
+            f"validation'."
+        )
+    else:
+        labelled = {s.name: s for s in models}
+        thresholds = {k: v["metrics"]["threshold"] for k, v in report["models"].items()}
+    recal = recalibration_section(labelled, conf_level)
+    if recal:
+        report["recalibration"] = recal
+    report["table1"] = table1_section(models, groups, names, clin)
+    pd.DataFrame(report["table1"]["rows"]).to_csv(out / "table1.csv", index=False)
+    sub = subgroup_section(
+        labelled,
+        thresholds,
+        clin,
+        age_col=age_col,
+        age_edges=age_bands,
+        columns=subgroups,
+        conf_level=conf_level,
+    )
+    if any(sub["sources"].values()):
+        report["subgroups"] = sub
+        flat = [
+            {"source": k, **{c: v for c, v in r.items() if c != "notes"}}
+            for k, rows in sub["sources"].items()
+            for r in rows
+        ]
+        pd.DataFrame(flat).to_csv(out / "subgroups.csv", index=False)
+    probe = site_probe_section(labelled, feats, site_probe_warn, seed)
+    if probe["sources"]:
+        report["site_probe"] = probe
+        report["site_probe_warn_at"] = float(site_probe_warn)
+        for label, r in probe["sources"].items():
+            if r["warn"]:
+                report["warnings"].append(
+                    f"{label}: the site is predicted from the model's outputs with AUC "
+                    f"{r['auc_outputs']:.3f} (label alone: {r['auc_label_only']:.3f}): possible site "
+                    f"shortcut (see Site-shortcut probe)."
+                )
+
+
 def build_report(
     sources: list[str | Path],
     out_dir: str | Path,
@@ -83,6 +169,13 @@ def build_report(
     conf_level: float = 0.95,
     title: str = "HER2 evaluation report",
     max_gradcam: int = DEFAULT_MAX_GRADCAM,
+    clinical: str | Path | None = None,
+    features: str | Path | None = None,
+    age_col: str = "age",
+    age_bands: tuple[float, ...] = DEFAULT_AGE_BANDS,
+    subgroups: tuple[str, ...] = (),
+    cohort_names: tuple[str, ...] | None = None,
+    site_probe_warn: float = DEFAULT_SITE_PROBE_WARN,
 ) -> ReportPaths:
     """Write ``report.json``, ``report.html`` and the figure PNGs for one or more models.
 
@@ -98,6 +191,14 @@ def build_report(
         conf_level: confidence level of every interval.
         title: report title.
         max_gradcam: at most this many Grad-CAM PNGs per run in the gallery (0: no gallery).
+        clinical: CSV of clinical variables (``pid`` + columns) for Table 1 and subgroups, optional.
+        features: CSV of per-patient numeric features (``pid`` + columns) added to the site-shortcut probe.
+        age_col: the clinical column of age in years (subgroups by age band).
+        age_bands: age band edges in years.
+        subgroups: further clinical columns whose levels are subgroups.
+        cohort_names: one name per cohort (sources on disjoint patients), in order of first appearance;
+            default ``internal``, ``external``, ``external 2``...
+        site_probe_warn: site-probe AUC at which the report warns of a site shortcut.
 
     Returns:
         The :class:`ReportPaths`.
@@ -106,9 +207,11 @@ def build_report(
 
     if isinstance(max_gradcam, bool) or int(max_gradcam) != max_gradcam or max_gradcam < 0:
         raise ValueError(f"max_gradcam must be an integer >= 0; got {max_gradcam!r}.")
-    models = load_sources(list(sources), split=split, val_split=val_split)
+    models, groups = load_cohort_sources(list(sources), split=split, val_split=val_split)
+    names = validation_cohort_names(len(groups), cohort_names)
+    first = [models[i] for i in groups[0]]
     report = compute_report(
-        models,
+        first,
         threshold=threshold,
         n_boot=n_boot,
         seed=seed,
@@ -119,15 +222,23 @@ def build_report(
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _validation_sections(
+        report, models, groups, names, out,
+        threshold=threshold, n_boot=n_boot, seed=seed, conf_level=conf_level, clinical=clinical,
+        features=features, age_col=age_col, age_bands=age_bands, subgroups=subgroups,
+        site_probe_warn=site_probe_warn,
+    )  # fmt: skip
     gradcam, gradcam_files = _gradcam(models, out, int(max_gradcam))
     if gradcam:
         report["gradcam"] = json_safe(gradcam)
     generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     report["generated"] = generated
     report["her2mri_version"] = __version__
+    report["checklist"] = build_checklist(report)
     json_path = out / "report.json"
     json_path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     figures = save_figures(report, out)
+    figures.update(save_validation_figures(report, out))
     html_path = out / "report.html"
     html_path.write_text(
         render_html(report, figures, gradcam_files, generated, __version__), encoding="utf-8"

@@ -369,6 +369,9 @@ def render_html(
     ]
     if r.get("has_sites"):
         out += ["<h2>Per site</h2>", _site_section(p)]
+    from her2mri.report.html_validation import render_validation
+
+    out.append(render_validation(r, figures))
     if r.get("gradcam"):
         out += [
             "<h2>Grad-CAM</h2><p class='note'>Grad-CAM of the HER2-positive logit on the fused RGB slice "
