@@ -44,17 +44,30 @@ def make_runs(root: Path) -> tuple[Path, Path, Path]:
     (train / "checkpoints").mkdir()
     ckpt = train / "checkpoints" / "last.ckpt"
     ckpt.write_bytes(b"not a real checkpoint")
-    _preds(60, "V", 1).to_csv(train / "predictions" / "val_patients.csv", index=False)
+    val = _preds(60, "V", 1)
+    val.to_csv(train / "predictions" / "val_patients.csv", index=False)
+    # what her2mri-train stores and her2mri-eval copies from the checkpoint: the threshold locked on val
+    locked = {"value": stats.youden_threshold(val["label"], val["prob"]), "rule": "youden", "n_val": 60}
     test = _preds(80, "P", 2)
     test.to_csv(train / "predictions" / "test_patients.csv", index=False)
     cfg = {"model": {"name": "thda_resnet34"}, "task_name": "train"}
-    (train / "metrics.json").write_text(json.dumps({"metrics": {}, "config": cfg, "status": "ok"}))
+    (train / "metrics.json").write_text(
+        json.dumps({"metrics": {}, "config": cfg, "status": "ok", "locked_threshold": locked})
+    )
     internal = root / "eval_int"
     (internal / "predictions").mkdir(parents=True)
     test.to_csv(internal / "predictions" / "test_patients.csv", index=False)
     icfg = {"model": {"name": "thda_resnet34"}, "split": "test", "ckpt_path": str(ckpt)}
     (internal / "metrics.json").write_text(
-        json.dumps({"metrics": {}, "config": icfg, "status": "ok", "ckpt_path": str(ckpt)})
+        json.dumps(
+            {
+                "metrics": {},
+                "config": icfg,
+                "status": "ok",
+                "ckpt_path": str(ckpt),
+                "locked_threshold": locked,
+            }
+        )
     )
     external = root / "eval_ext"
     (external / "predictions").mkdir(parents=True)
@@ -62,7 +75,15 @@ def make_runs(root: Path) -> tuple[Path, Path, Path]:
     ext.to_csv(external / "predictions" / "all_patients.csv", index=False)
     ecfg = {"model": {"name": "thda_resnet34"}, "split": "all", "ckpt_path": str(ckpt)}
     (external / "metrics.json").write_text(
-        json.dumps({"metrics": {}, "config": ecfg, "status": "ok", "ckpt_path": str(ckpt)})
+        json.dumps(
+            {
+                "metrics": {},
+                "config": ecfg,
+                "status": "ok",
+                "ckpt_path": str(ckpt),
+                "locked_threshold": locked,
+            }
+        )
     )
     # recalibration fitted on the first 30 external patients, applied to the other 60
     cal, held = ext.iloc[:30], ext.iloc[30:]
@@ -117,7 +138,7 @@ def test_disjoint_cohorts_side_by_side_with_locked_threshold(runs, report):
     assert ext["split"] == "all" and ext["metrics"]["n"] == 90
     # the threshold is locked on the training run's validation patients, not chosen on the external data
     val = pd.read_csv(train / "predictions" / "val_patients.csv")
-    assert ext["threshold_source"] == "youden_val_training_run"
+    assert ext["threshold_source"] == "locked"
     assert ext["metrics"]["threshold"] == pytest.approx(stats.youden_threshold(val["label"], val["prob"]))
     e = pd.read_csv(external / "predictions" / "all_patients.csv")
     tm = stats.metrics_at_threshold(e["label"], e["prob"], ext["metrics"]["threshold"])
@@ -165,7 +186,10 @@ def test_table1_subgroups_probe_and_checklist(report):
     items = {r["topic"]: r for r in doc["checklist"]}
     assert items["Internal and external validation"]["status"] == "filled"
     assert "internal (80 patients)" in items["Internal and external validation"]["text"]
-    assert "locked on the training run" in items["How the classification threshold was chosen"]["text"]
+    assert (
+        "locked threshold stored with each model"
+        in items["How the classification threshold was chosen"]["text"]
+    )
     assert items["Eligibility criteria"]["text"] == AUTHORS
     assert "coverage" in items["Uncertainty of individual predictions"]["text"]
 
@@ -196,3 +220,13 @@ def test_cli_cohort_names_and_errors(runs, clinical, tmp_path, capsys):
     assert "cohort_names has 1 name(s) for 2 cohort(s)" in capsys.readouterr().err
     assert report_main([*args, "--clinical", str(clinical), "--subgroups", "stage"]) == 2
     assert "subgroup column(s) ['stage']" in capsys.readouterr().err
+
+
+def test_youden_rule_finds_the_training_runs_validation_patients(runs, tmp_path):
+    """threshold='youden' on an eval run (no val predictions of its own): Youden on the training run's val."""
+    train, internal, external = runs
+    paths = build_report([str(internal), str(external)], tmp_path / "y", n_boot=20, threshold="youden")
+    ext = json.loads(paths.json.read_text())["cohorts"]["sources"]["external: thda_resnet34"]
+    val = pd.read_csv(train / "predictions" / "val_patients.csv")
+    assert ext["threshold_source"] == "youden_val_training_run" and ext["val_origin"] == "training run"
+    assert ext["metrics"]["threshold"] == pytest.approx(stats.youden_threshold(val["label"], val["prob"]))

@@ -37,6 +37,12 @@ def _flow(report: Mapping[str, Any]) -> str:
 
 def _threshold(report: Mapping[str, Any]) -> str:
     rule = report["threshold_rule"]
+    if rule == "locked":
+        sources = {m["threshold_source"] for m in report["models"].values()}
+        text = "the locked threshold stored with each model (chosen on its validation patients at training)"
+        if any(s.startswith("fallback") for s in sources):
+            text += f"; fixed {report['fallback_threshold']} for a model without a stored threshold"
+        return text
     if rule != "youden":
         return f"fixed threshold {rule} for every model (set before evaluation)"
     sources = {m["threshold_source"] for m in report["models"].values()}

@@ -111,8 +111,9 @@ def _source_metrics(
     val_y = s.val.labels if s.val is not None else None
     val_p = s.val.probs if s.val is not None else None
     detail = metrics_detail(
-        y, p, val_y, val_p, threshold=threshold, n_boot=n_boot, seed=seed, conf_level=conf_level
-    )
+        y, p, val_y, val_p, threshold=threshold, n_boot=n_boot, seed=seed, conf_level=conf_level,
+        locked=s.locked_threshold,
+    )  # fmt: skip
     notes = detail["notes"]
     flat = dict(detail["flat"])
     flat["ece"] = _try(notes, "ECE", stats.expected_calibration_error, y, p)
