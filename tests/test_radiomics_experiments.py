@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -89,6 +90,29 @@ def test_peritumoral_end_to_end(radiomics_cohort: Path, tmp_path: Path) -> None:
     assert (tmp_path / "clinical" / "univariable.csv").is_file()
     assert (tmp_path / "combined" / "nomogram.png").is_file()
     assert info["n_train"] + info["n_test"] == 30 and info["n_test"] > 0
+    # every model is saved; applying the saved models reproduces the in-memory test predictions exactly
+    manifest = json.loads((tmp_path / "models.json").read_text())
+    assert set(manifest["models"]) == set(info["results"])
+    for name in info["results"]:
+        assert (tmp_path / name / "model.joblib").is_file()
+        assert (tmp_path / name / "radscore.json").is_file()  # all linear here: Rad-score formulas
+    from _helpers import compose_config
+
+    from her2mri.cli.radiomics import run_from_config
+
+    over = [
+        o for o in _overrides("peritumoral", radiomics_cohort, tmp_path / "applied") if "cache_dir" not in o
+    ]
+    cfg = compose_config(
+        "radiomics", [*over, f"paths.cache_dir={tmp_path / 'cache'}", "mode=apply", f"model_dir={tmp_path}"]
+    )
+    applied = run_from_config(cfg)
+    for name, res in info["results"].items():
+        got = applied["probabilities"][name].loc[res.test["pid"]].to_numpy()
+        np.testing.assert_array_equal(got, res.test["prob"].to_numpy())
+        df = pd.read_csv(tmp_path / "applied" / name / "predictions" / "test_patients.csv")
+        assert len(df) == 30 and list(df.columns) == ["pid", "label", "prob", "n_slices"]
+    assert set(pd.read_csv(tmp_path / "applied" / "summary.csv")["signature"]) == set(info["results"])
 
 
 @pytest.mark.slow

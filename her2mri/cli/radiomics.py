@@ -6,6 +6,8 @@ Examples::
     her2mri-radiomics radiomics_experiment=peritumoral cohort.n=80 pyradiomics=fast
     her2mri-radiomics radiomics_experiment=uran cohort.source=manifest cohort.manifest=us.csv \
         pyradiomics=us_2d
+    her2mri-radiomics mode=apply model_dir=outputs/radiomics/<run> cohort.source=manifest \
+        cohort.manifest=other_centre.csv        # score a new cohort with the saved models
 
 Config: ``conf/radiomics.yaml`` with the groups ``radiomics_experiment/`` and ``pyradiomics/``; see
 docs/radiomics.md. Outputs go to the Hydra run directory (``paths.output_dir``).
@@ -75,7 +77,16 @@ def run_from_config(cfg: DictConfig | dict[str, Any], out_dir: str | Path | None
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     out = Path(out_dir) if out_dir is not None else Path(c["paths"]["output_dir"])
     cache = c.get("paths", {}).get("cache_dir", ".cache/her2mri")
+    mode = c.get("mode", "train") or "train"
+    if mode not in ("train", "apply"):
+        raise ValueError(f"mode={mode!r}: expected 'train' or 'apply'")
+    if mode == "apply" and not c.get("model_dir"):
+        raise ValueError("model_dir is null: mode=apply needs the run directory of a training run")
     cases = load_cases(c["cohort"], cache)
+    if mode == "apply":
+        from her2mri.radiomics.apply import apply_models
+
+        return apply_models(cases, c, c["model_dir"], out)
     return run_experiment(cases, c, out)
 
 
@@ -88,7 +99,7 @@ def _main(cfg: DictConfig) -> float:
         f"wall time {info['wall_s']:.1f} s (extraction {info['extraction_s']:.1f} s); outputs in "
         f"{cfg.paths.output_dir}"
     )
-    vals = summary.get("val/auroc_patient")
+    vals = summary.get("test/auroc_patient" if cfg.get("mode") == "apply" else "val/auroc_patient")
     return float(vals.max()) if vals is not None and len(vals) else float("nan")
 
 

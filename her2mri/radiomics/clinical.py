@@ -7,6 +7,10 @@
   kept variable > ``p_remove``; ``p_remove >= p_enter`` prevents cycling).
 - :func:`multivariable_table`: ORs, CIs and p of a joint model.
 - :func:`encode_clinical`: numeric design matrix from mixed clinical columns (categories -> dummies).
+- :class:`StepwiseSelector` / :class:`BestColumnSelector`: the stepwise search and the choice of the best
+  signature as sklearn selectors, refitted inside every cross-validation fold.
+- :func:`separation`: exact check (a linear programme) that the classes are separable, where unpenalised
+  logistic regression has no finite estimate.
 
 The combined model (clinical variables + Rad / DL signatures) is an sklearn logistic regression fitted by
 :mod:`her2mri.radiomics.experiments` on the training cohort, with out-of-fold signature scores as inputs.
@@ -21,6 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import stats
+from sklearn.base import BaseEstimator
+from sklearn.feature_selection import SelectorMixin
+from sklearn.utils.validation import check_is_fitted
 
 
 def encode_clinical(df: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -193,3 +200,110 @@ def stepwise_logistic(
         if not changed:
             break
     return StepwiseResult(selected, multivariable_table(X, y, selected), history, float(current.aic))
+
+
+class StepwiseSelector(SelectorMixin, BaseEstimator):
+    """:func:`stepwise_logistic` as an sklearn selector, so the clinical selection runs inside every CV fold.
+
+    Columns whose name starts with ``keep_prefix`` (the signature scores of a combined model) are always kept
+    and take no part in the search. When the search keeps no variable and no column is kept by prefix, the
+    variable with the smallest univariable p-value is kept, so the model downstream always has an input.
+
+    Args:
+        criterion: ``aic`` or ``p`` (see :func:`stepwise_logistic`).
+        p_enter: entry threshold for ``criterion="p"``.
+        p_remove: removal threshold for ``criterion="p"``.
+        keep_prefix: prefix of columns kept without selection; None: none.
+    """
+
+    def __init__(
+        self,
+        criterion: str = "aic",
+        p_enter: float = 0.05,
+        p_remove: float = 0.10,
+        keep_prefix: str | None = "sig_",
+    ) -> None:
+        self.criterion = criterion
+        self.p_enter = p_enter
+        self.p_remove = p_remove
+        self.keep_prefix = keep_prefix
+
+    def fit(self, X, y):  # noqa: ANN001, ANN201
+        """Run the stepwise search on these rows."""
+        from sklearn.utils.validation import validate_data
+
+        validate_data(self, X, reset=True, dtype=np.float64)
+        names = [str(c) for c in getattr(self, "feature_names_in_", range(np.shape(X)[1]))]
+        df = pd.DataFrame(np.asarray(X, dtype=float), columns=names)
+        fixed = [n for n in names if self.keep_prefix and n.startswith(self.keep_prefix)]
+        cand = [n for n in names if n not in fixed]
+        selected: list[str] = []
+        if cand:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                selected = stepwise_logistic(
+                    df[cand], np.asarray(y), self.criterion, self.p_enter, self.p_remove
+                ).selected
+                if not selected and not fixed:
+                    p = univariable_table(df[cand], np.asarray(y))["p"].fillna(1.0).to_numpy()
+                    selected = [cand[int(np.argmin(p))]]
+        self.selected_ = selected
+        self.support_ = np.array([n in selected or n in fixed for n in names])
+        return self
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        return self.support_
+
+
+class BestColumnSelector(SelectorMixin, BaseEstimator):
+    """Keep the one column with ``prefix`` whose AUC on the fitted rows is highest, and every other column.
+
+    ``clinical.combine_with: best`` uses it: the best signature is chosen on the training rows of each fold
+    only, never on the rows it is then scored on.
+
+    Args:
+        prefix: prefix of the candidate columns (the signature scores ``sig_<name>``).
+    """
+
+    def __init__(self, prefix: str = "sig_") -> None:
+        self.prefix = prefix
+
+    def fit(self, X, y):  # noqa: ANN001, ANN201
+        """Choose the candidate column with the highest AUC on these rows."""
+        from sklearn.metrics import roc_auc_score
+        from sklearn.utils.validation import validate_data
+
+        validate_data(self, X, reset=True, dtype=np.float64)
+        names = [str(c) for c in getattr(self, "feature_names_in_", range(np.shape(X)[1]))]
+        Xa = np.asarray(X, dtype=float)
+        cand = [j for j, n in enumerate(names) if n.startswith(self.prefix)]
+        if not cand:
+            raise ValueError(f"prefix={self.prefix!r}: no column starts with it (columns {names})")
+        aucs = [roc_auc_score(np.asarray(y), Xa[:, j]) for j in cand]
+        best = cand[int(np.argmax(aucs))]
+        self.chosen_ = names[best]
+        self.support_ = np.array([j == best or j not in cand for j in range(len(names))])
+        return self
+
+    def _get_support_mask(self) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        return self.support_
+
+
+def separation(X: pd.DataFrame | np.ndarray, y: np.ndarray) -> bool:
+    """True when the classes are completely separated by a hyperplane in ``X`` (the MLE does not exist).
+
+    Exact test: the linear programme ``y_i' (w . x_i + b) >= 1`` (``y' = +-1``) is feasible iff the two
+    classes are linearly separable; an unpenalised logistic fit then diverges (odds ratios of 0 or infinity).
+    """
+    from scipy.optimize import linprog
+
+    Xa = np.asarray(X, dtype=float)
+    ys = np.where(np.asarray(y).astype(int) == 1, 1.0, -1.0)
+    n, p = Xa.shape
+    if n == 0 or len(np.unique(ys)) < 2:
+        return False
+    A = -ys[:, None] * np.hstack([Xa, np.ones((n, 1))])
+    res = linprog(np.zeros(p + 1), A_ub=A, b_ub=-np.ones(n), bounds=[(None, None)] * (p + 1), method="highs")
+    return bool(res.status == 0)

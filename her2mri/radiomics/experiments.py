@@ -26,6 +26,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from her2mri.radiomics.cases import RadiomicsCase, cases_frame
+from her2mri.radiomics.clinical_fusion import target_name
 from her2mri.radiomics.evaluate import SignatureResult, build_pipeline, evaluate_signature, write_run
 from her2mri.radiomics.extract import RETEST_PREFIX, SEP, RegionSpec, extract_cohort, load_params
 from her2mri.radiomics.labels import apply_label
@@ -243,6 +244,7 @@ def run_experiment(
     results: dict[str, SignatureResult] = {}
     stage_s: dict[str, float] = {"extraction": extraction_s}
     stage_cpu_s: dict[str, float] = {"extraction": extraction_cpu_s}
+    models: dict[str, dict[str, Any]] = {}
     progress = bool(_cfg(cfg.get("extraction"), "progress", True))
     with selection_cache(bool(_cfg(cv, "cache_selection", True))) as memory:
         for sig in tqdm(sigs, desc="signatures", disable=not progress):
@@ -265,6 +267,11 @@ def run_experiment(
             )
             write_run(res, out / name, {"experiment": cfg.get("name"), "signature": dict(sig)})
             results[name] = res
+            models[name] = {
+                "estimator": res.estimator,
+                "kind": "signature",
+                "features": list(sig["features"]) if sig.get("features") else ["tumour"],
+            }
             stage_s[f"signature:{name}"] = time.perf_counter() - t_sig
             stage_cpu_s[f"signature:{name}"] = time.process_time() - c_sig
     clin_cfg = cfg.get("clinical", {}) or {}
@@ -273,8 +280,20 @@ def run_experiment(
         from her2mri.radiomics.clinical_fusion import run_clinical
 
         t_cl, c_cl = time.perf_counter(), time.process_time()
-        clinical_info = run_clinical(frame, labels, split, results, clin_cfg, out, outer, seed)
+        clinical_info = run_clinical(
+            frame,
+            labels,
+            split,
+            results,
+            clin_cfg,
+            out,
+            outer,
+            seed,
+            target=target_name(cfg.get("label")),
+            progress=progress,
+        )
         results.update(clinical_info.pop("results"))
+        models.update(clinical_info.pop("models"))
         stage_s["clinical"] = time.perf_counter() - t_cl
         stage_cpu_s["clinical"] = time.process_time() - c_cl
     rows = [{"signature": n, **r.metrics, "n_selected": len(r.selected_features)} for n, r in results.items()]
@@ -288,6 +307,7 @@ def run_experiment(
         "n_train": len(tr),
         "n_test": len(te),
         "n_features": int(table.shape[1]),
+        "target": target_name(cfg.get("label")),
         "extraction_s": extraction_s,
         "extraction_s_per_case": extraction_s / max(1, len(cases)),
         "stage_s": stage_s,
@@ -296,5 +316,15 @@ def run_experiment(
         "cpu_s": time.process_time() - c0,
         **clinical_info,
     }
+    if bool(cfg.get("save_models", True)):
+        from her2mri.radiomics.persist import save_models
+
+        save_models(
+            models,
+            out,
+            dict(cfg),
+            {"mode": "train", "clinical_encoded_columns": info.get("clinical_encoded_columns", [])},
+        )
+        info["models_manifest"] = "models.json"
     (out / "experiment.json").write_text(json.dumps(info, indent=2, default=str))
     return {"summary": summary, "results": results, **info}
