@@ -98,18 +98,29 @@ def _scan_phi(paths: list[Path], texts: list[str] = ()) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(
-    "layout,row_dir",
-    [("series", (1.0, 0.0, 0.0)), ("temporal", (-1.0, 0.0, 0.0)), ("times", (1.0, 0.0, 0.0))],
-)
-def test_three_layouts_order_values_world_coordinates(tmp_path, layout, row_dir):
-    study, vols = _write(tmp_path, layout, row_dir)
+CASES = [  # layout, row direction, column direction, canonical (z, y, x) array from the written (k, r, c) one
+    ("series", (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), lambda v: v),
+    (
+        "temporal",
+        (-1.0, 0.0, 0.0),
+        (0.0, 1.0, 0.0),
+        lambda v: v[::-1, :, ::-1],
+    ),  # rows along -x: slices go down
+    ("times", (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), lambda v: v),
+    # one multi-frame file; rows along +y (posterior), columns along -x: r runs to the right, c to posterior
+    ("enhanced", (0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), lambda v: v.transpose(0, 2, 1)[:, :, ::-1]),
+]
+
+
+@pytest.mark.parametrize("layout,row_dir,col_dir,canonical", CASES, ids=[c[0] for c in CASES])
+def test_layouts_order_values_world_coordinates(tmp_path, layout, row_dir, col_dir, canonical):
+    study, vols = _write(tmp_path, layout, row_dir, col_dir=col_dir)
     row = import_study(study, tmp_path / "out")
     order = np.argsort(TIMES)
     files = row["phase_files"].split(";")
     assert row["case_id"] == "PAT-001" and len(files) == len(TIMES) and row["layout"] == layout
     assert [float(t) for t in row["acq_times_s"].split(";")] == sorted(TIMES)
-    world = _world_lps(vols[0].shape, row_dir)
+    world = _world_lps(vols[0].shape, row_dir, col_dir)
     for k, f in enumerate(files):
         img = nib.load(tmp_path / "out" / f)
         data = np.asarray(img.dataobj)
@@ -121,9 +132,9 @@ def test_three_layouts_order_values_world_coordinates(tmp_path, layout, row_dir)
         np.testing.assert_array_equal(data[idx[:, 0], idx[:, 1], idx[:, 2]], vols[order[k]].reshape(-1))
     # canonical (z, y, x): x to the patient's left, y posterior, z superior
     canon = read_volume(tmp_path / "out" / row["pre"], axis_order="affine", dtype=None)
-    expected = vols[order[0]] if row_dir[0] > 0 else vols[order[0]][::-1, :, ::-1]  # -x rows: slices go down
-    np.testing.assert_array_equal(canon, expected)
-    assert (row["spacing_z"], row["spacing_y"], row["spacing_x"]) == pytest.approx(SPACING)
+    np.testing.assert_array_equal(canon, canonical(vols[order[0]]))
+    expected_spacing = SPACING if layout != "enhanced" else (SPACING[0], SPACING[2], SPACING[1])
+    assert (row["spacing_z"], row["spacing_y"], row["spacing_x"]) == pytest.approx(expected_spacing)
     # default rule: pre = first, early = nearest 120 s after the first post-contrast (70 s -> 140 s),
     # late = last
     assert row["phase_indices"] == "0,2,4"

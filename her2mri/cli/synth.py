@@ -47,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--dicom", action="store_const", const="dicom", dest="fmt", help="same as --format dicom")
     p.add_argument(
-        "--dicom-layout", choices=("series", "temporal", "times", "mixed"), default="series",
+        "--dicom-layout", choices=("series", "temporal", "times", "enhanced", "mixed"), default="series",
         help="DICOM layout: one series per acquisition (default), one series with Temporal Position "
-        "Identifiers, one series told apart by times only, or the three in turn",
+        "Identifiers, one series told apart by times only, one Enhanced MR multi-frame file, or the four in "
+        "turn",
     )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -198,8 +198,9 @@ def _import(
     try:
         (work / MARKER).write_text("written by her2mri-import\n")
         files, ref = [], None
+        pixel_cache: dict[Path, np.ndarray] = {}  # decoded enhanced (multi-frame) files of this study
         for k, acq in enumerate(acqs):
-            vol = build_volume(acq, study_dir)
+            vol = build_volume(acq, study_dir, pixel_cache=pixel_cache)
             if ref is None:
                 ref = vol
             elif vol.array.shape != ref.array.shape or not np.allclose(

@@ -8,6 +8,9 @@ read with pydicom (headers first, pixels only for the chosen acquisitions) and s
 * layout ``times``: one series without Temporal Position Identifiers in which every slice position occurs
   T times; at each position the T files are ordered by Trigger Time, else Acquisition Time, else Content
   Time, and the k-th of each position forms acquisition k.
+* enhanced (multi-frame) MR objects: every frame is a slice, with its position, orientation, spacing,
+  Temporal Position Index and Frame Acquisition DateTime taken from the functional groups; the frames are then
+  split as above (layout ``enhanced`` when the Temporal Position Index tells the acquisitions apart).
 
 The **DCE acquisitions** are the largest set of at least ``min_phases`` acquisitions that share matrix size,
 slice count and Image Orientation (Patient); subtraction, MIP and projection images (Image Type containing
@@ -78,6 +81,18 @@ class DicomSlice:
     image_type: tuple[str, ...]
     manufacturer: str
     field_strength: float | None
+    frame: int | None = None  # 0-based frame of an enhanced (multi-frame) file
+    rescale: tuple[float, float] | None = None  # per-frame (slope, intercept) of an enhanced file
+
+    @property
+    def name(self) -> str:
+        """The file (and frame) named in errors."""
+        return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
+
+    @property
+    def sort_key(self) -> tuple[str, int]:
+        """Deterministic order of files and frames (for reproducible errors only, never for geometry)."""
+        return (str(self.path), -1 if self.frame is None else self.frame)
 
 
 @dataclass
@@ -177,6 +192,9 @@ def read_headers(study_dir: Path) -> tuple[list[DicomSlice], int]:
         except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError, KeyError):
             skipped += 1
             continue
+        if "PerFrameFunctionalGroupsSequence" in ds and "Rows" in ds:
+            out.extend(_enhanced_frames(ds, path, study_dir))
+            continue
         ipp, iop, ps = (
             getattr(ds, k, None) for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
         )
@@ -195,11 +213,7 @@ def read_headers(study_dir: Path) -> tuple[list[DicomSlice], int]:
         trig = _opt_float(getattr(ds, "TriggerTime", None))
         out.append(
             DicomSlice(
-                path=path,
-                patient_id=str(getattr(ds, "PatientID", "") or "").strip(),
-                series_uid=str(getattr(ds, "SeriesInstanceUID", "") or path.parent),
-                series_number=int(_opt_float(getattr(ds, "SeriesNumber", None)) or 0),
-                series_description=str(getattr(ds, "SeriesDescription", "") or ""),
+                **_common(ds, path),
                 tpi=None if tpi in (None, "") else int(tpi),
                 acq_time=_acq_seconds(ds),
                 trigger_time=None if trig is None else trig / 1000.0,
@@ -207,14 +221,82 @@ def read_headers(study_dir: Path) -> tuple[list[DicomSlice], int]:
                 position=position,
                 orientation=orientation,
                 pixel_spacing=spacing,
-                rows=int(ds.Rows),
-                cols=int(ds.Columns),
-                image_type=tuple(str(v).upper() for v in (getattr(ds, "ImageType", None) or ())),
-                manufacturer=str(getattr(ds, "Manufacturer", "") or ""),
-                field_strength=_opt_float(getattr(ds, "MagneticFieldStrength", None)),
             )
         )
     return out, skipped
+
+
+def _common(ds: object, path: Path) -> dict:
+    """Attributes shared by every slice of a file (single- or multi-frame)."""
+    return {
+        "path": path,
+        "patient_id": str(getattr(ds, "PatientID", "") or "").strip(),
+        "series_uid": str(getattr(ds, "SeriesInstanceUID", "") or path.parent),
+        "series_number": int(_opt_float(getattr(ds, "SeriesNumber", None)) or 0),
+        "series_description": str(getattr(ds, "SeriesDescription", "") or ""),
+        "rows": int(ds.Rows),  # type: ignore[attr-defined]
+        "cols": int(ds.Columns),  # type: ignore[attr-defined]
+        "image_type": tuple(str(v).upper() for v in (getattr(ds, "ImageType", None) or ())),
+        "manufacturer": str(getattr(ds, "Manufacturer", "") or ""),
+        "field_strength": _opt_float(getattr(ds, "MagneticFieldStrength", None)),
+    }
+
+
+def _group_value(groups: Sequence[object], seq: str, attr: str) -> object:
+    """``attr`` of the first item of functional group sequence ``seq``: per-frame group first, then shared."""
+    for group in groups:
+        if group is not None and seq in group:  # type: ignore[operator]
+            items = getattr(group, seq)
+            value = getattr(items[0], attr, None) if len(items) else None
+            if value not in (None, ""):
+                return value
+    return None
+
+
+def _enhanced_frames(ds: object, path: Path, study_dir: Path) -> list[DicomSlice]:
+    """One :class:`DicomSlice` per frame of an enhanced (multi-frame) image, from its functional groups."""
+    from pydicom.valuerep import DT
+
+    shared_seq = getattr(ds, "SharedFunctionalGroupsSequence", None)
+    shared = shared_seq[0] if shared_seq else None
+    common = _common(ds, path)
+    out = []
+    for f, frame in enumerate(ds.PerFrameFunctionalGroupsSequence):  # type: ignore[attr-defined]
+        groups = (frame, shared)
+        ipp = _group_value(groups, "PlanePositionSequence", "ImagePositionPatient")
+        iop = _group_value(groups, "PlaneOrientationSequence", "ImageOrientationPatient")
+        ps = _group_value(groups, "PixelMeasuresSequence", "PixelSpacing")
+        if ipp is None or iop is None or ps is None:
+            raise DataError(
+                f"{study_dir}: {path} (frame {f + 1}): no plane position, orientation or pixel spacing in "
+                "the functional groups"
+            )
+        when = _group_value(groups, "FrameContentSequence", "FrameAcquisitionDateTime")
+        acq = None
+        if when is not None:
+            try:
+                v = when if isinstance(when, dt.datetime) else DT(str(when))
+                acq = _seconds(v.time(), v.date())
+            except ValueError:
+                acq = None
+        tpi = _group_value(groups, "FrameContentSequence", "TemporalPositionIndex")
+        slope = _opt_float(_group_value(groups, "PixelValueTransformationSequence", "RescaleSlope"))
+        inter = _opt_float(_group_value(groups, "PixelValueTransformationSequence", "RescaleIntercept"))
+        out.append(
+            DicomSlice(
+                **common,
+                tpi=None if tpi is None else int(tpi),
+                acq_time=acq,
+                trigger_time=None,
+                content_time=None,
+                position=np.array([float(v) for v in ipp], dtype=np.float64),  # type: ignore[union-attr]
+                orientation=np.array([float(v) for v in iop], dtype=np.float64),  # type: ignore[union-attr]
+                pixel_spacing=(float(ps[0]), float(ps[1])),  # type: ignore[index]
+                frame=f,
+                rescale=(1.0 if slope is None else slope, 0.0 if inter is None else inter),
+            )
+        )
+    return out
 
 
 def _pos_key(s: DicomSlice) -> tuple[float, ...]:
@@ -238,11 +320,12 @@ def split_acquisitions(slices: Sequence[DicomSlice], study_dir: Path) -> list[Ac
             if any(s.tpi is None for s in series):
                 bad = next(s for s in series if s.tpi is None)
                 raise DataError(
-                    f"{study_dir}: {bad.path}: file without Temporal Position Identifier in a "
+                    f"{study_dir}: {bad.name}: file without Temporal Position Identifier in a "
                     f"series whose other files have one"
                 )
             for t in sorted(tpis):
-                acqs.append(Acquisition([s for s in series if s.tpi == t], "temporal", number, tpi=t))
+                layout = "enhanced" if series[0].frame is not None else "temporal"
+                acqs.append(Acquisition([s for s in series if s.tpi == t], layout, number, tpi=t))
             continue
         per_pos: dict[tuple[float, ...], list[DicomSlice]] = defaultdict(list)
         for s in series:
@@ -254,7 +337,7 @@ def split_acquisitions(slices: Sequence[DicomSlice], study_dir: Path) -> list[Ac
         n_times = counts.most_common(1)[0][0]
         if len(counts) > 1 or n_times == 1:
             odd = next(v for v in per_pos.values() if len(v) != n_times)
-            names = ", ".join(str(s.path) for s in sorted(odd, key=lambda s: str(s.path)))
+            names = ", ".join(s.name for s in sorted(odd, key=lambda s: s.sort_key))
             raise DataError(
                 f"{study_dir}: missing or duplicated slice positions in series {number}: position "
                 f"{np.round(odd[0].position, 2).tolist()} has {len(odd)} file(s) ({names}) where the other "
@@ -262,11 +345,11 @@ def split_acquisitions(slices: Sequence[DicomSlice], study_dir: Path) -> list[Ac
             )
         ordered = {}
         for key, files in per_pos.items():
-            files = sorted(files, key=lambda s: (_time_of(s), str(s.path)))
+            files = sorted(files, key=lambda s: (_time_of(s), s.sort_key))
             times = [_time_of(s) for s in files]
             if not times[0] or len(set(times)) != len(times):
                 raise DataError(
-                    f"{study_dir}: {files[0].path}: {len(files)} files share slice position "
+                    f"{study_dir}: {files[0].name}: {len(files)} files share slice position "
                     f"{np.round(files[0].position, 2).tolist()} in series {number} and no Temporal Position "
                     f"Identifier, Trigger Time or Acquisition Time tells them apart (duplicated slices?)"
                 )
@@ -382,28 +465,58 @@ def _read_pixels(path: Path, study_dir: Path) -> np.ndarray:
             ) from exc
 
 
-def build_volume(acq: Acquisition, study_dir: Path, spacing_rtol: float = 0.01) -> Volume:
+def _slice_pixels(s: DicomSlice, study_dir: Path, cache: dict[Path, np.ndarray]) -> np.ndarray:
+    """The 2-D pixels of one slice: a single-frame file, or one frame of an enhanced file (decoded once)."""
+    if s.frame is None:
+        return _read_pixels(s.path, study_dir)
+    if s.path not in cache:
+        import pydicom
+
+        try:
+            cache[s.path] = np.asarray(pydicom.dcmread(s.path).pixel_array)
+        except Exception as exc:
+            raise DataError(
+                f"{study_dir}: {s.path}: cannot read pixel data ({type(exc).__name__}: {exc})"
+            ) from exc
+    frames = cache[s.path]
+    if frames.ndim != 3 or s.frame >= frames.shape[0]:
+        raise DataError(f"{study_dir}: {s.name}: frame missing from the pixel data of shape {frames.shape}")
+    arr = frames[s.frame]
+    if s.rescale is not None and s.rescale != (1.0, 0.0):
+        arr = arr.astype(np.float32) * np.float32(s.rescale[0]) + np.float32(s.rescale[1])
+    return arr
+
+
+def build_volume(
+    acq: Acquisition,
+    study_dir: Path,
+    spacing_rtol: float = 0.01,
+    pixel_cache: dict[Path, np.ndarray] | None = None,
+) -> Volume:
     """Build one acquisition as a (slice, row, column) array sorted along the slice normal.
+
+    ``pixel_cache`` keeps the decoded frames of enhanced (multi-frame) files between the acquisitions of a
+    study, so a file holding every acquisition is decoded once.
 
     Raises:
         DataError: naming the study and a file: mixed orientations, pixel spacing or matrix sizes; duplicated
             or missing slice positions; uneven slice spacing; slices not stacked along the normal.
     """
-    slices = sorted(acq.slices, key=lambda s: str(s.path))
+    slices = sorted(acq.slices, key=lambda s: s.sort_key)
     ref = slices[0]
     for s in slices[1:]:
         if not np.allclose(s.orientation, ref.orientation, atol=ORIENTATION_ATOL):
             raise DataError(
-                f"{study_dir}: {s.path}: mixed orientations inside series {acq.series_number}: "
+                f"{study_dir}: {s.name}: mixed orientations inside series {acq.series_number}: "
                 f"{np.round(s.orientation, 4).tolist()} vs {np.round(ref.orientation, 4).tolist()} "
-                f"in {ref.path}"
+                f"in {ref.name}"
             )
         if (s.rows, s.cols) != (ref.rows, ref.cols) or not np.allclose(
             s.pixel_spacing, ref.pixel_spacing, 1e-4
         ):
             raise DataError(
-                f"{study_dir}: {s.path}: matrix {s.rows}x{s.cols} / pixel spacing {s.pixel_spacing} "
-                f"differs from {ref.rows}x{ref.cols} / {ref.pixel_spacing} in {ref.path}"
+                f"{study_dir}: {s.name}: matrix {s.rows}x{s.cols} / pixel spacing {s.pixel_spacing} "
+                f"differs from {ref.rows}x{ref.cols} / {ref.pixel_spacing} in {ref.name}"
             )
     normal = np.cross(ref.orientation[:3], ref.orientation[3:])
     proj = np.array([float(s.position @ normal) for s in slices])
@@ -416,7 +529,7 @@ def build_volume(acq: Acquisition, study_dir: Path, spacing_rtol: float = 0.01) 
             if d < 10**-POSITION_DECIMALS:
                 raise DataError(
                     f"{study_dir}: duplicated slice position {np.round(slices[i].position, 2).tolist()}"
-                    f" in {slices[i].path} and {slices[i + 1].path}"
+                    f" in {slices[i].name} and {slices[i + 1].name}"
                 )
         step = float(np.median(steps))
         tol = max(spacing_rtol * step, 10**-POSITION_DECIMALS)
@@ -431,7 +544,7 @@ def build_volume(acq: Acquisition, study_dir: Path, spacing_rtol: float = 0.01) 
             )
             raise DataError(
                 f"{study_dir}: {kind} in series {acq.series_number}: {d:.3f} mm between "
-                f"{slices[i].path} and {slices[i + 1].path}, {step:.3f} mm elsewhere"
+                f"{slices[i].name} and {slices[i + 1].name}, {step:.3f} mm elsewhere"
             )
         off = np.array(
             [
@@ -442,16 +555,17 @@ def build_volume(acq: Acquisition, study_dir: Path, spacing_rtol: float = 0.01) 
         bad = np.flatnonzero(np.linalg.norm(off, axis=1) > max(tol, 0.05))
         if bad.size:
             raise DataError(
-                f"{study_dir}: {slices[bad[0]].path}: slice is not stacked along the slice normal of "
-                f"{slices[0].path} (in-plane offset {np.linalg.norm(off[bad[0]]):.2f} mm; gantry tilt?)"
+                f"{study_dir}: {slices[bad[0]].name}: slice is not stacked along the slice normal of "
+                f"{slices[0].name} (in-plane offset {np.linalg.norm(off[bad[0]]):.2f} mm; gantry tilt?)"
             )
     else:
         step = 1.0
-    arrays = [_read_pixels(s.path, study_dir) for s in slices]
+    cache: dict[Path, np.ndarray] = {} if pixel_cache is None else pixel_cache
+    arrays = [_slice_pixels(s, study_dir, cache) for s in slices]
     for s, a in zip(slices, arrays, strict=True):
         if a.shape != (ref.rows, ref.cols):
             raise DataError(
-                f"{study_dir}: {s.path}: pixel data of shape {a.shape}, header says {ref.rows}x{ref.cols}"
+                f"{study_dir}: {s.name}: pixel data of shape {a.shape}, header says {ref.rows}x{ref.cols}"
             )
     dtype = np.result_type(*arrays)
     vol = np.stack([a.astype(dtype, copy=False) for a in arrays])

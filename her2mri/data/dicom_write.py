@@ -3,8 +3,9 @@
 Each acquisition is written as 2-D MR Image Storage files (one per slice) in one of the three layouts
 :mod:`her2mri.data.dicom_series` reads: ``series`` (one series per acquisition), ``temporal`` (one series,
 Temporal Position Identifier per acquisition) or ``times`` (one series, only Acquisition / Trigger Time tell
-the acquisitions apart). File names are random and files may be spread over nested folders, as in a PACS
-export.
+the acquisitions apart); or ``enhanced``: one Enhanced MR (multi-frame) file holding every slice of every
+acquisition as frames in random order, with per-frame functional groups. File names are random and files may
+be spread over nested folders, as in a PACS export.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-LAYOUTS: tuple[str, ...] = ("series", "temporal", "times")
+LAYOUTS: tuple[str, ...] = ("series", "temporal", "times", "enhanced")
 MR_IMAGE_STORAGE: str = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_IMAGE_STORAGE: str = "1.2.840.10008.5.1.4.1.1.4.1"
 
 
 def write_dicom_study(
@@ -49,7 +51,7 @@ def write_dicom_study(
         origin_lps: Image Position (Patient) of the first slice.
         row_dir: direction cosines of the rows (the direction of increasing column index).
         col_dir: direction cosines of the columns (the direction of increasing row index).
-        layout: ``series``, ``temporal`` or ``times``.
+        layout: ``series``, ``temporal``, ``times`` or ``enhanced``.
         patient: header values such as PatientID, PatientName, PatientBirthDate, InstitutionName.
         start: date and time of the first acquisition.
         seed: seed of the random file names and the order the files are written in.
@@ -80,6 +82,23 @@ def write_dicom_study(
     dz, dy, dx = (float(v) for v in spacing_zyx)
     study_uid, frame_uid = generate_uid(), generate_uid()
     series_uids = [generate_uid() for _ in volumes] if layout == "series" else [generate_uid()] * len(volumes)
+    if layout == "enhanced":
+        return [
+            _write_enhanced(
+                volumes,
+                out,
+                times_s,
+                (dz, dy, dx),
+                origin_lps,
+                rdir,
+                cdir,
+                patient or {},
+                start,
+                rng,
+                extra or {},
+                series_description,
+            )
+        ]
     jobs = [(t, k) for t in range(len(volumes)) for k in range(volumes[0].shape[0])]
     written: list[Path] = []
     for j in rng.permutation(len(jobs)):
@@ -143,3 +162,70 @@ def _slice_dataset(pixels: np.ndarray, patient: Mapping[str, str]) -> object:
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
     return ds
+
+
+def _write_enhanced(
+    volumes: Sequence[np.ndarray],
+    out: Path,
+    times_s: Sequence[float],
+    spacing: tuple[float, float, float],
+    origin_lps: Sequence[float],
+    rdir: np.ndarray,
+    cdir: np.ndarray,
+    patient: Mapping[str, str],
+    start: dt.datetime,
+    rng: np.random.Generator,
+    extra: Mapping[str, object],
+    series_description: str,
+) -> Path:
+    """One Enhanced MR Image Storage file: every slice of every acquisition as a frame, in random order."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence as DicomSequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    dz, dy, dx = spacing
+    normal = np.cross(rdir, cdir)
+    jobs = [(t, k) for t in range(len(volumes)) for k in range(volumes[0].shape[0])]
+    order = [jobs[int(j)] for j in rng.permutation(len(jobs))]
+    frames = np.stack([np.asarray(volumes[t][k]) for t, k in order])
+    ds = _slice_dataset(frames[0], patient)
+    ds.SOPClassUID = ENHANCED_MR_IMAGE_STORAGE
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = (
+        generate_uid(),
+        generate_uid(),
+        generate_uid(),
+    )
+    ds.SeriesNumber, ds.InstanceNumber = 100, 1
+    ds.SeriesDescription = series_description
+    ds.NumberOfFrames = len(order)
+    shared = Dataset()
+    orient, measures = Dataset(), Dataset()
+    orient.ImageOrientationPatient = [f"{v:.6f}" for v in (*rdir, *cdir)]
+    measures.PixelSpacing = [f"{dy:.6f}", f"{dx:.6f}"]
+    measures.SliceThickness = f"{dz:.6f}"
+    shared.PlaneOrientationSequence = DicomSequence([orient])
+    shared.PixelMeasuresSequence = DicomSequence([measures])
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    per_frame = []
+    for t, k in order:
+        item, pos, content = Dataset(), Dataset(), Dataset()
+        pos.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(origin_lps, float) + k * dz * normal]
+        when = start + dt.timedelta(seconds=float(times_s[t]))
+        content.FrameAcquisitionDateTime = when.strftime("%Y%m%d%H%M%S.%f")
+        content.TemporalPositionIndex = t + 1
+        item.PlanePositionSequence = DicomSequence([pos])
+        item.FrameContentSequence = DicomSequence([content])
+        per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
+    ds.PixelData = np.ascontiguousarray(frames, dtype="<u2").tobytes()
+    for key, value in extra.items():
+        setattr(ds, key, value)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ENHANCED_MR_IMAGE_STORAGE
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"EMR{int(rng.integers(0, 16**10)):010x}"
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -3,7 +3,7 @@
 Layout written under ``out`` (what a PACS export plus a radiologist's masks look like)::
 
     {pid}/...                 the DICOM files of the study (random names, nested folders), DCE acquisitions in
-                              one of the three layouts of :mod:`her2mri.data.dicom_series`
+                              one of the layouts of :mod:`her2mri.data.dicom_series`
     {pid}/{pid}_mask.nii.gz   the tumour mask (NIfTI, RAS affine of the DICOM grid): found by her2mri-import's
                               default mask pattern
     labels.csv                patient_id, label (HER2pos), split, site: ``her2mri-import --labels``
@@ -28,7 +28,7 @@ import pandas as pd
 
 from her2mri.data.synth import FRAME_MINUTES, SyntheticCohort, make_synthetic_cohort
 
-DICOM_LAYOUTS: tuple[str, ...] = ("series", "temporal", "times", "mixed")
+DICOM_LAYOUTS: tuple[str, ...] = ("series", "temporal", "times", "enhanced", "mixed")
 SPLIT_NAMES: dict[int, str] = {0: "train", 1: "test", 2: "val"}
 
 
@@ -39,7 +39,7 @@ def make_synthetic_dicom_cohort(
 
     Args:
         out: output folder (created).
-        dicom_layout: ``series``, ``temporal``, ``times`` or ``mixed`` (the three in turn).
+        dicom_layout: ``series``, ``temporal``, ``times``, ``enhanced`` or ``mixed`` (the four in turn).
         show_progress: tqdm progress bars.
         **synth_kwargs: passed to :func:`her2mri.data.synth.make_synthetic_cohort` (n, seed, shape, ...;
             ``layout`` and ``dtype`` are fixed here).
@@ -81,7 +81,7 @@ def make_synthetic_dicom_cohort(
             spacing = (float(row.slice_thick), float(row.xy_spacing), float(row.xy_spacing))
             shape = vols[0].shape
             origin = tuple(-0.5 * (n - 1) * s for n, s in zip(shape[::-1], spacing[::-1], strict=True))
-            layout = DICOM_LAYOUTS[i % 3] if dicom_layout == "mixed" else dicom_layout
+            layout = DICOM_LAYOUTS[i % 4] if dicom_layout == "mixed" else dicom_layout
             write_dicom_study(
                 vols,
                 root / pid,
