@@ -151,3 +151,19 @@ def test_manifest_bbox_columns_voxel_and_mm(tmp_path):
     pd.DataFrame([{"case_id": "b", **base, **box}]).to_csv(bad, index=False)
     with pytest.raises(DataError, match="case b: voxel bbox"):
         read_manifest(bad)
+
+
+def test_nrrd_read_by_affine_matches_nifti(tmp_path):
+    sitk = pytest.importorskip("SimpleITK")
+    truth = _canonical_truth()
+    ras = _save_as(truth, tmp_path / "v.nii.gz", (True, False, True), (2, 0, 1))
+    arr_ijk = np.asarray(nib.load(tmp_path / "v.nii.gz").dataobj)
+    lps = lps_to_ras(ras)
+    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr_ijk.transpose(2, 1, 0)))  # ITK arrays are (k, j, i)
+    img.SetSpacing(spacing.tolist())
+    img.SetOrigin(lps[:3, 3].tolist())
+    img.SetDirection((lps[:3, :3] / spacing).flatten().tolist())
+    sitk.WriteImage(img, str(tmp_path / "v.nrrd"))
+    np.testing.assert_array_equal(read_volume(tmp_path / "v.nrrd", axis_order="affine", dtype=None), truth)
+    assert read_header_spacing(tmp_path / "v.nrrd", axis_order="affine") == pytest.approx(SP)
