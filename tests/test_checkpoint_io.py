@@ -17,10 +17,9 @@ import pytest
 import torch
 
 from her2mri.data.errors import DataError
+from her2mri.io_utils import atomic_write_text, clean_stale_temps
 from her2mri.training.checkpoint_io import (
     AtomicCheckpointIO,
-    atomic_write_text,
-    clean_stale_temps,
     is_readable_checkpoint,
     load_classifier,
     read_checkpoint,

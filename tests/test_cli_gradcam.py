@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from her2mri.cli.gradcam import main
-from her2mri.training.run import train
+from her2mri.runs.train import train
 
 
 def test_errors_name_the_missing_file(tmp_path, capsys):

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from _helpers import compose_config, synthetic_overrides
 
-from her2mri.training.run import evaluate, train
+from her2mri.runs.evaluate import evaluate
+from her2mri.runs.train import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

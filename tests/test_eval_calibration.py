@@ -13,7 +13,9 @@ from _helpers import compose_config, synthetic_overrides
 from omegaconf import OmegaConf
 
 from her2mri.data.errors import DataError
-from her2mri.experiments.calibration import _options, split_calibration_set
+from her2mri.runs.calibration import _options, split_calibration_set
+from her2mri.runs.evaluate import evaluate
+from her2mri.runs.train import train
 from her2mri.stats import fit_conformal, fit_recalibrator
 from her2mri.training.calibrator import (
     CalibrationBundle,
@@ -21,7 +23,6 @@ from her2mri.training.calibrator import (
     load_calibration,
     save_calibration,
 )
-from her2mri.training.run import evaluate, train
 
 TINY = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2", "data.num_workers=0"]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -91,7 +91,7 @@ def test_launchers_compose(launcher, target):
 
 def test_default_callbacks_reseed_every_epoch_and_eval_has_ensemble_keys():
     cfg = _compose([])
-    assert cfg.callbacks.epoch_seed._target_ == "her2mri.experiments.resume.EpochSeed"
+    assert cfg.callbacks.epoch_seed._target_ == "her2mri.runs.resume.EpochSeed"
     assert cfg.get("sweep") is None
     ev = _compose(["ckpt_path=x.ckpt"], name="eval")
     assert ev.ensemble is False and list(ev.ckpt_paths) == []

@@ -8,7 +8,7 @@ import warnings
 import lightning  # noqa: F401 - attaches Lightning's console handlers on import
 import pytest
 
-from her2mri.training.run import route_lightning_logs
+from her2mri.runs.train import route_lightning_logs
 
 
 class _Collect(logging.Handler):

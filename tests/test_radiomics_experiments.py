@@ -49,7 +49,7 @@ def _overrides(exp: str, cohort: Path, out: Path) -> list[str]:
 def _run(exp: str, cohort: Path, out: Path, extra: list[str] = ()) -> dict:
     from _helpers import compose_config
 
-    from her2mri.cli.radiomics import run_from_config
+    from her2mri.radiomics.cohort import run_from_config
 
     cfg = compose_config("radiomics", [*_overrides(exp, cohort, out), *extra])
     return run_from_config(cfg)

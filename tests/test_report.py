@@ -16,9 +16,10 @@ import pytest
 from her2mri import stats
 from her2mri.cli.report import main as report_main
 from her2mri.data.errors import DataError
-from her2mri.report import build_report, load_sources, patient_metrics_with_ci, read_predictions_csv
+from her2mri.report import build_report, load_sources, read_predictions_csv
 from her2mri.report.html import format_value, json_pointer, resolve_pointer
 from her2mri.report.roc import roc_band, roc_points
+from her2mri.stats.patient_metrics import patient_metrics_with_ci
 
 N_BOOT = 200
 SITES = ("ISPY2-A", "ISPY2-B", "DUKE")

@@ -1,6 +1,6 @@
 """A run killed in the middle of training and resumed with ``ckpt_path=last`` ends like an uninterrupted run.
 
-CPU, same seed, default callbacks (which include her2mri.experiments.resume.EpochSeed): 2 epochs straight vs.
+CPU, same seed, default callbacks (which include her2mri.runs.resume.EpochSeed): 2 epochs straight vs.
 a crash at the first batch of epoch 1 (after epoch 0's last.ckpt was written) and a resume from it. The final
 weights, the training loss of the last epoch and the validation/test predictions must be identical.
 """
@@ -18,8 +18,8 @@ import pytest
 import torch
 from _helpers import compose_config, synthetic_overrides
 
-from her2mri.experiments.faults import SimulatedCrash
-from her2mri.training.run import train
+from her2mri.runs.faults import SimulatedCrash
+from her2mri.runs.train import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +62,7 @@ def test_resume_after_crash_equals_uninterrupted_run(synthetic_cohort, tmp_path)
 
     run = tmp_path / "crashed"
     crash = [
-        "+callbacks.crash._target_=her2mri.experiments.faults.CrashAtEpoch",
+        "+callbacks.crash._target_=her2mri.runs.faults.CrashAtEpoch",
         "+callbacks.crash.epoch=1",
         "+callbacks.crash.mode=raise",
     ]
@@ -94,7 +94,7 @@ def test_resume_after_sigkill_cli(synthetic_cohort, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "her2mri.cli.train", *args, f"hydra.run.dir={run}"]
-    kill = ["+callbacks.crash._target_=her2mri.experiments.faults.CrashAtEpoch", "+callbacks.crash.epoch=1"]
+    kill = ["+callbacks.crash._target_=her2mri.runs.faults.CrashAtEpoch", "+callbacks.crash.epoch=1"]
     proc = subprocess.run([*cmd, *kill], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL: nothing ran after it
     assert not (run / "metrics.json").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from her2mri.cli.summarize import main as summarize_main
-from her2mri.experiments.summary import (
+from her2mri.runs.summary import (
     assign_settings,
     collect_runs,
     format_cell,

@@ -4,7 +4,7 @@ summaries.
 Every job is tiny (ResNet34 or THDA-ResNet18 at 32 px, 2 slices per patient, fast_dev_run or one short
 epoch on
 the 12-patient synthetic cohort of conftest.py). The default set runs one seed sweep with a failing setting;
-each sweep config of conf/ with two jobs and the Optuna resume are marked slow.
+each sweep config of her2mri/conf/ with two jobs and the Optuna resume are marked slow.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from _helpers import synthetic_overrides
 
-from her2mri.experiments.summary import collect_runs, summarize
+from her2mri.runs.summary import collect_runs, summarize
 
 TIMEOUT = 600
 TINY = [

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from her2mri.report.compute import patient_metrics_with_ci
+from her2mri.runs.train import clinical_stats
 from her2mri.stats import auc_ci_delong, youden_threshold
-from her2mri.training.run import _clinical_stats
+from her2mri.stats.patient_metrics import patient_metrics_with_ci
 
 
 def _patients(seed: int, n: int = 40) -> SimpleNamespace:
@@ -29,7 +29,7 @@ def _module(**stages) -> SimpleNamespace:
 def test_test_stats_use_val_youden_threshold_and_match_stats():
     val, test = _patients(0), _patients(1)
     cfg = OmegaConf.create({"stats_n_boot": 200, "seed": 3})
-    out = _clinical_stats(_module(val=val, test=test), "test", cfg)
+    out = clinical_stats(_module(val=val, test=test), "test", cfg)
     ci = auc_ci_delong(test.labels, test.probs)
     assert out["test/stats/auroc"] == pytest.approx(ci.auc, abs=1e-12)
     assert out["test/stats/auroc_ci_low"] == pytest.approx(ci.ci_lower, abs=1e-12)
@@ -41,10 +41,10 @@ def test_test_stats_use_val_youden_threshold_and_match_stats():
 def test_val_stats_use_fixed_threshold_and_one_class_leaves_auc_out():
     val = _patients(0)
     cfg = OmegaConf.create({"stats_n_boot": 100, "seed": 0})
-    out = _clinical_stats(_module(val=val), "val", cfg)
+    out = clinical_stats(_module(val=val), "val", cfg)
     assert out["val/stats/threshold"] == 0.5
     one_class = SimpleNamespace(labels=np.zeros(10, dtype=int), probs=np.linspace(0.1, 0.9, 10))
-    partial = _clinical_stats(_module(test=one_class), "test", cfg)
+    partial = clinical_stats(_module(test=one_class), "test", cfg)
     assert "test/stats/auroc" not in partial  # undefined with one class: left out, not NaN
     assert partial["test/stats/specificity"] == pytest.approx(np.mean(one_class.probs <= 0.5))
-    assert _clinical_stats(_module(val=val), "val", OmegaConf.create({"stats_n_boot": 0})) == {}
+    assert clinical_stats(_module(val=val), "val", OmegaConf.create({"stats_n_boot": 0})) == {}

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from her2mri.runs.outputs import read_patient_predictions, write_metrics_json, write_predictions
 from her2mri.training.aggregation import aggregate_patients, collect_slices
 from her2mri.training.losses import FocalLoss, balanced_class_weights, build_loss
 from her2mri.training.metrics import binary_metrics, youden_threshold
-from her2mri.training.outputs import read_patient_predictions, write_metrics_json, write_predictions
 from her2mri.training.schedulers import cosine_with_warmup
 
 
@@ -134,7 +134,7 @@ def test_outputs_round_trip(tmp_path):
 
 
 def test_ensure_synthetic_cohort_reuses_and_rebuilds(tmp_path):
-    from her2mri.training.data_setup import ensure_synthetic_cohort
+    from her2mri.data.build import ensure_synthetic_cohort
 
     root = tmp_path / "syn"
     ensure_synthetic_cohort(root, n=4, seed=0, shape=[8, 32, 32], difficulty=1.0)

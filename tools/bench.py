@@ -330,11 +330,11 @@ def plain_loop(
 
 
 def trainer_kwargs() -> dict[str, Any]:
-    """The project's trainer settings (conf/trainer/default.yaml) and progress-bar refresh rate."""
+    """The project's trainer settings (her2mri/conf/trainer/default.yaml) and progress-bar refresh rate."""
     from omegaconf import OmegaConf
 
-    t = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "trainer" / "default.yaml"))
-    cb = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "callbacks" / "default.yaml"))
+    t = OmegaConf.to_container(OmegaConf.load(ROOT / "her2mri" / "conf" / "trainer" / "default.yaml"))
+    cb = OmegaConf.to_container(OmegaConf.load(ROOT / "her2mri" / "conf" / "callbacks" / "default.yaml"))
     set_here = ("_target_", "default_root_dir", "min_epochs", "max_epochs", "limit_train_batches",
                 "limit_val_batches", "limit_test_batches", "fast_dev_run", "overfit_batches")  # fmt: skip
     kw = {k: v for k, v in t.items() if k not in set_here}

@@ -1,7 +1,8 @@
 """Time pyradiomics extraction per case: 3-D tumour with and without wavelets.
 
 Cases: the real pyradiomics breast1 NRRD (143-voxel lesion) and a synthetic 256x256x80 volume with an
-ellipsoidal tumour (spacing 2 x 0.7 x 0.7 mm), with conf/pyradiomics/mri_3d.yaml and mri_3d_wavelet.yaml.
+ellipsoidal tumour (spacing 2 x 0.7 x 0.7 mm), with
+her2mri/conf/pyradiomics/mri_3d.yaml and mri_3d_wavelet.yaml.
 Usage: python tools/bench_radiomics.py [--repeats 3]
 """
 
@@ -55,7 +56,7 @@ def main() -> None:
             )
         for case in cases:
             for pname in ("mri_3d", "mri_3d_wavelet"):
-                params = load_params(ROOT / "conf" / "pyradiomics" / f"{pname}.yaml")
+                params = load_params(ROOT / "her2mri" / "conf" / "pyradiomics" / f"{pname}.yaml")
                 extract_case(case, params, RegionSpec())  # warm-up
                 times = []
                 for _ in range(args.repeats):

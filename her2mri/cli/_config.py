@@ -1,18 +1,25 @@
-"""Where the Hydra config directory ``conf/`` is: ``$HER2MRI_CONF``, else ``<repo root>/conf``.
+"""Where the Hydra config directory is: ``$HER2MRI_CONF``, else the package's own ``her2mri/conf``.
 
-The repository-root ``conf/`` sits two levels above this file in a clean clone and in an editable install.
+The configs ship inside the package (package data), so an editable install, a wheel and a clean clone all
+find them with :func:`importlib.resources.files`.
 """
 
 from __future__ import annotations
 
 import os
+from importlib.resources import files
 from pathlib import Path
 
 ENV_VAR = "HER2MRI_CONF"
 
 
+def package_config_dir() -> Path:
+    """The ``conf`` folder shipped inside the installed ``her2mri`` package (absolute)."""
+    return Path(str(files("her2mri").joinpath("conf"))).resolve()
+
+
 def config_dir() -> Path:
-    """The config directory (absolute): ``$HER2MRI_CONF`` when set, else ``<repo root>/conf``.
+    """The config directory (absolute): ``$HER2MRI_CONF`` when set, else :func:`package_config_dir`.
 
     Returns:
         The path, which may not exist (see :func:`check_config_dir`).
@@ -20,14 +27,14 @@ def config_dir() -> Path:
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env).expanduser().resolve()
-    return Path(__file__).resolve().parents[2] / "conf"
+    return package_config_dir()
 
 
 def check_config_dir(config_name: str) -> Path:
     """Return :func:`config_dir` or raise a clear error when ``<dir>/<config_name>.yaml`` is missing.
 
     Args:
-        config_name: primary config name (``train``, ``eval``).
+        config_name: primary config name (``train``, ``eval``, ``radiomics``).
 
     Raises:
         FileNotFoundError: the directory or the primary config is absent; the message says how to fix it.
@@ -36,7 +43,7 @@ def check_config_dir(config_name: str) -> Path:
     if not (path / f"{config_name}.yaml").is_file():
         raise FileNotFoundError(
             f"Hydra config {config_name}.yaml not found in {path}. her2mri reads its configs from the "
-            f"repository's conf/ folder (an editable install of a clone); set {ENV_VAR}=/path/to/conf to "
-            "use another folder."
+            f"her2mri/conf folder of the installed package; set {ENV_VAR}=/path/to/conf to use another "
+            "folder (an install without the package data needs it)."
         )
     return path

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from her2mri.cli._config import check_config_dir, config_dir
-from her2mri.experiments.resolvers import register_resolvers
+from her2mri.runs.resolvers import register_resolvers
 
 CONFIG_NAME = "eval"
 register_resolvers()
@@ -23,14 +23,14 @@ register_resolvers()
 
 @hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base="1.3")
 def _main(cfg: DictConfig) -> None:
-    from her2mri.experiments.faults import run_task
+    from her2mri.runs.faults import run_task
 
     if cfg.get("ensemble", False):
-        from her2mri.experiments.ensemble import evaluate_ensemble
+        from her2mri.runs.evaluate import evaluate_ensemble
 
         run_task(evaluate_ensemble, cfg)
     else:
-        from her2mri.training.run import evaluate
+        from her2mri.runs.evaluate import evaluate
 
         run_task(evaluate, cfg)
 

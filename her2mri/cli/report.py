@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 
 from her2mri.report.build import DEFAULT_MAX_GRADCAM
-from her2mri.report.compute import DEFAULT_N_BOOT, FALLBACK_THRESHOLD
+from her2mri.stats.patient_metrics import DEFAULT_N_BOOT, FALLBACK_THRESHOLD
 
 
 def _threshold(text: str) -> str | float:

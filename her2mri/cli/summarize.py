@@ -17,7 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from her2mri.experiments.summary import DEFAULT_REPLICATE_KEYS, summarize
+from her2mri.runs.summary import DEFAULT_REPLICATE_KEYS, summarize
 
 
 def _csv_list(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""``her2mri-train``: train a HER2 classifier from the Hydra config ``conf/train.yaml``.
+"""``her2mri-train``: train a HER2 classifier from the Hydra config ``her2mri/conf/train.yaml``.
 
 With no arguments it runs the main job (synthetic cohort, THDA-ResNet34, CPU, a few minutes): the demo
 settings of ``conf/demo/synthetic.yaml`` apply only while ``data=synthetic``; any other ``data=`` option gets
@@ -11,7 +11,7 @@ the plain group defaults. Examples::
     her2mri-train -m experiment=paper_thda sweep=seeds          # a multirun (docs/experiments.md)
 
 In a multirun a failing job does not stop the sweep: it writes ``metrics.json`` with ``status: failed`` and
-returns the sweeper's worst value (:mod:`her2mri.experiments.faults`).
+returns the sweeper's worst value (:mod:`her2mri.runs.faults`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from her2mri.cli._config import check_config_dir, config_dir
-from her2mri.experiments.resolvers import register_resolvers
+from her2mri.runs.resolvers import register_resolvers
 
 CONFIG_NAME = "train"
 register_resolvers()  # before Hydra composes (also in joblib/submitit workers, which import this module)
@@ -31,8 +31,8 @@ register_resolvers()  # before Hydra composes (also in joblib/submitit workers, 
 
 @hydra.main(config_path=str(config_dir()), config_name=CONFIG_NAME, version_base="1.3")
 def _main(cfg: DictConfig) -> float | None:
-    from her2mri.experiments.faults import run_task
-    from her2mri.training.run import metric_value, train
+    from her2mri.runs.faults import run_task
+    from her2mri.runs.train import metric_value, train
 
     return run_task(train, cfg, lambda metrics: metric_value(metrics, cfg.get("optimized_metric")))
 

@@ -80,8 +80,8 @@ def apply_models(
         ``{"summary": DataFrame, "probabilities": {name: Series by pid}, ...}``.
     """
     from her2mri.radiomics.clinical import encode_clinical
-    from her2mri.radiomics.experiments import DEEP_BLOCK, build_feature_table, case_labels
     from her2mri.radiomics.persist import load_models
+    from her2mri.radiomics.pipelines import DEEP_BLOCK, build_feature_table, case_labels
 
     t0 = time.perf_counter()
     mdir = Path(model_dir)

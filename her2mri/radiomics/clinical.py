@@ -13,7 +13,7 @@
   logistic regression has no finite estimate.
 
 The combined model (clinical variables + Rad / DL signatures) is an sklearn logistic regression fitted by
-:mod:`her2mri.radiomics.experiments` on the training cohort, with out-of-fold signature scores as inputs.
+:mod:`her2mri.radiomics.pipelines` on the training cohort, with out-of-fold signature scores as inputs.
 """
 
 from __future__ import annotations

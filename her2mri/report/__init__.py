@@ -1,8 +1,8 @@
-"""The evaluation report: ``her2mri-report`` (HTML + PNGs + JSON) and metrics with CIs for metrics.json."""
+"""The evaluation report: ``her2mri-report`` (HTML + PNGs + JSON)."""
 
 from her2mri.report.build import ReportPaths, build_report
 from her2mri.report.collect import ModelSource, SplitPredictions, load_sources, read_predictions_csv
-from her2mri.report.compute import compute_report, patient_metrics_with_ci
+from her2mri.report.compute import compute_report
 
 __all__ = [
     "ModelSource",
@@ -11,6 +11,5 @@ __all__ = [
     "build_report",
     "compute_report",
     "load_sources",
-    "patient_metrics_with_ci",
     "read_predictions_csv",
 ]

@@ -14,10 +14,11 @@ import pandas as pd
 
 from her2mri.report.checklist import build_checklist
 from her2mri.report.collect import ModelSource
-from her2mri.report.compute import DEFAULT_N_BOOT, compute_report, json_safe
+from her2mri.report.compute import compute_report
 from her2mri.report.figures import save_figures
 from her2mri.report.figures_validation import save_validation_figures
 from her2mri.report.html import render_html
+from her2mri.report.html_validation import render_validation
 from her2mri.report.validation import (
     DEFAULT_AGE_BANDS,
     DEFAULT_SITE_PROBE_WARN,
@@ -30,6 +31,7 @@ from her2mri.report.validation import (
     table1_section,
 )
 from her2mri.report.validation import cohort_names as validation_cohort_names
+from her2mri.stats.patient_metrics import DEFAULT_N_BOOT, json_safe
 
 __all__ = ["DEFAULT_MAX_GRADCAM", "ReportPaths", "build_report"]
 
@@ -241,6 +243,14 @@ def build_report(
     figures.update(save_validation_figures(report, out))
     html_path = out / "report.html"
     html_path.write_text(
-        render_html(report, figures, gradcam_files, generated, __version__), encoding="utf-8"
+        render_html(
+            report,
+            figures,
+            gradcam_files,
+            generated,
+            __version__,
+            validation=render_validation(report, figures),
+        ),
+        encoding="utf-8",
     )
     return ReportPaths(html_path, json_path, figures, gradcam_files)

@@ -312,6 +312,7 @@ def render_html(
     gradcam_files: Mapping[str, list[Path]] | None = None,
     generated: str = "",
     version: str = "",
+    validation: str = "",
 ) -> str:
     """The report page as one self-contained HTML string (figures embedded as base64 PNG).
 
@@ -321,6 +322,8 @@ def render_html(
         gradcam_files: model name -> Grad-CAM PNGs, in the order of ``report["gradcam"][model]``.
         generated: time stamp shown in the header.
         version: her2mri version shown in the header.
+        validation: the HTML of the validation sections
+            (:func:`her2mri.report.html_validation.render_validation`), placed before the Grad-CAM gallery.
 
     Returns:
         The HTML text.
@@ -369,9 +372,7 @@ def render_html(
     ]
     if r.get("has_sites"):
         out += ["<h2>Per site</h2>", _site_section(p)]
-    from her2mri.report.html_validation import render_validation
-
-    out.append(render_validation(r, figures))
+    out.append(validation)
     if r.get("gradcam"):
         out += [
             "<h2>Grad-CAM</h2><p class='note'>Grad-CAM of the HER2-positive logit on the fused RGB slice "

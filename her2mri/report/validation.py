@@ -21,8 +21,9 @@ import pandas as pd
 
 from her2mri import stats
 from her2mri.report.collect import RESERVED_NAMES, ModelSource, _unique_names, load_source
-from her2mri.report.compute import _delong_block, _per_site, _try, json_safe, metrics_detail
+from her2mri.report.compute import _delong_block, _per_site
 from her2mri.report.roc import roc_points
+from her2mri.stats.patient_metrics import json_safe, metrics_detail, try_or_note
 from her2mri.stats.subgroups import DEFAULT_AGE_BANDS, age_bands, site_probe, subgroup_table
 from her2mri.stats.table1 import table_one
 
@@ -116,9 +117,9 @@ def _source_metrics(
     )  # fmt: skip
     notes = detail["notes"]
     flat = dict(detail["flat"])
-    flat["ece"] = _try(notes, "ECE", stats.expected_calibration_error, y, p)
+    flat["ece"] = try_or_note(notes, "ECE", stats.expected_calibration_error, y, p)
     fpr, tpr, _ = roc_points(y, p)
-    curve = _try(notes, "calibration curve", stats.calibration_curve, y, p)
+    curve = try_or_note(notes, "calibration curve", stats.calibration_curve, y, p)
     source = detail["threshold_source"]
     if source == "youden_val" and s.val_origin == "training run":
         source = "youden_val_training_run"
@@ -181,7 +182,7 @@ def cohort_section(
             if cohort_of[i] == cohort_of[j]:
                 continue
             si, sj = sources[i].test, sources[j].test
-            r = _try(
+            r = try_or_note(
                 out["notes"],
                 f"unpaired DeLong {label_of[i]} vs {label_of[j]}",
                 stats.delong_test_unpaired,
@@ -239,13 +240,13 @@ def recalibration_section(labelled: Mapping[str, ModelSource], conf_level: float
         for tag, col in (("before", "prob_raw"), ("after", "prob")):
             p = df[col].to_numpy(dtype=np.float64)
             block: dict[str, Any] = {
-                "brier": _try(entry["notes"], f"Brier {tag}", stats.brier_score, y, p),
-                "ece": _try(entry["notes"], f"ECE {tag}", stats.expected_calibration_error, y, p),
-                "auroc": _try(entry["notes"], f"AUC {tag}", stats.roc_auc, y, p),
+                "brier": try_or_note(entry["notes"], f"Brier {tag}", stats.brier_score, y, p),
+                "ece": try_or_note(entry["notes"], f"ECE {tag}", stats.expected_calibration_error, y, p),
+                "auroc": try_or_note(entry["notes"], f"AUC {tag}", stats.roc_auc, y, p),
             }
-            cal = _try(entry["notes"], f"calibration {tag}", stats.calibration_stats, y, p)
+            cal = try_or_note(entry["notes"], f"calibration {tag}", stats.calibration_stats, y, p)
             block["intercept"], block["slope"] = (cal.intercept, cal.slope) if cal else (None, None)
-            curve = _try(entry["notes"], f"calibration curve {tag}", stats.calibration_curve, y, p, 5)
+            curve = try_or_note(entry["notes"], f"calibration curve {tag}", stats.calibration_curve, y, p, 5)
             block["curve"] = curve.to_dict() if curve is not None else None
             entry[tag] = block
         if "call" in df.columns:

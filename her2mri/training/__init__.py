@@ -1,6 +1,7 @@
-"""Training of her2mri image models (HER2Classifier, losses, aggregation, metrics, outputs, train/evaluate).
+"""Training of her2mri image models: the HER2Classifier LightningModule and its parts.
 
-``train`` and ``evaluate`` are the bodies of ``her2mri-train`` and ``her2mri-eval``.
+Losses, slice -> patient aggregation, metrics and learning-rate schedules. Running a training from a Hydra
+config (``train``, ``evaluate``) is :mod:`her2mri.runs`.
 
 Heavy imports are deferred: ``from her2mri.training import HER2Classifier`` imports Lightning on first use.
 """
@@ -11,8 +12,6 @@ from typing import Any
 
 _LAZY = {
     "HER2Classifier": "her2mri.training.module",
-    "train": "her2mri.training.run",
-    "evaluate": "her2mri.training.run",
     "aggregate_patients": "her2mri.training.aggregation",
     "collect_slices": "her2mri.training.aggregation",
     "binary_metrics": "her2mri.training.metrics",

@@ -18,18 +18,14 @@ by ``her2mri-train`` or a folder written by ``her2mri-export`` (``model.safetens
 from __future__ import annotations
 
 import copy
-import errno
 import inspect
 import json
 import logging
 import os
 import pickle
-import re
-import secrets
-import shutil
 import warnings
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +34,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.data import AttributeDict
 
 from her2mri.data.errors import DataError
+from her2mri.io_utils import atomic_write, atomic_write_text, clean_stale_temps
 from her2mri.models.weights import SAFE_PLAIN_TYPES
 
 if TYPE_CHECKING:
@@ -49,9 +46,6 @@ __all__ = [
     "EXPORT_WEIGHTS",
     "SAFE_GLOBALS",
     "AtomicCheckpointIO",
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "clean_stale_temps",
     "export_classifier",
     "her2mri_metadata",
     "is_readable_checkpoint",
@@ -72,125 +66,6 @@ EXTERNAL_WEIGHT_KEYS: tuple[str, ...] = ("pretrained", "weights_path")
 EXPORT_FORMAT = "her2mri-export"
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_SPEC = "spec.json"
-#: temporary files written by her2mri: ``.<name>.<pid>.<random>.her2mri-tmp``
-TMP_SUFFIX = ".her2mri-tmp"
-_TMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+" + re.escape(TMP_SUFFIX) + r"$")
-
-
-# ---------------------------------------------------------------------- atomic files
-def _tmp_name(path: Path) -> Path:
-    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _disk_full_message(path: Path, err: OSError) -> str:
-    where = path.parent
-    free = ""
-    try:
-        free = f" ({shutil.disk_usage(where).free / 2**20:.0f} MiB free)"
-    except OSError:
-        pass
-    return f"{path}: could not be written, the disk holding {where} is full{free}: {err}"
-
-
-def _atomic_write(path: Path, write: Any) -> Path:
-    """Write ``path`` through ``write(fh)`` into a temporary sibling, fsync, rename; nothing half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(err.errno, _disk_full_message(path, err)) from err
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary sibling, fsync, rename).
-
-    Raises:
-        OSError: the write failed (a full disk is named as such); the previous file, if any, is intact.
-    """
-    return _atomic_write(Path(path), lambda fh: fh.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return True
-    return True
-
-
-def clean_stale_temps(folder: str | Path, patterns: Iterable[re.Pattern[str]] = (_TMP_RE,)) -> list[Path]:
-    """Remove the temporary files and folders of dead her2mri processes in ``folder`` (not recursive).
-
-    Only names her2mri writes are touched (``.<name>.<pid>.<hex>.her2mri-tmp`` by default, or the given
-    patterns, whose first group is the writer's pid), and only when that process no longer runs.
-
-    Args:
-        folder: the folder to clean (absent: nothing to do).
-        patterns: compiled regular expressions; group 1 is the pid of the writer.
-
-    Returns:
-        The paths removed.
-    """
-    folder = Path(folder)
-    removed: list[Path] = []
-    if not folder.is_dir():
-        return removed
-    for entry in folder.iterdir():
-        for pattern in patterns:
-            m = pattern.match(entry.name)
-            if m is None or _pid_alive(int(m.group(1))):
-                continue
-            try:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-            except FileNotFoundError:
-                continue
-            removed.append(entry)
-            break
-    if removed:
-        log.info("removed %d temporary leftovers of killed runs in %s", len(removed), folder)
-    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -214,7 +89,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """
         if storage_options is not None:
             raise TypeError(f"storage_options={storage_options!r} is not supported by {type(self).__name__}")
-        _atomic_write(Path(path), lambda fh: torch.save(checkpoint, fh))
+        atomic_write(Path(path), lambda fh: torch.save(checkpoint, fh))
 
     def load_checkpoint(
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
@@ -568,7 +443,7 @@ def export_classifier(
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out)
     weights = out / EXPORT_WEIGHTS
-    _atomic_write(weights, lambda fh: fh.write(_safetensors_bytes(state)))
+    atomic_write(weights, lambda fh: fh.write(_safetensors_bytes(state)))
     spec = {
         "format": EXPORT_FORMAT,
         "format_version": 1,

@@ -84,8 +84,9 @@ def run_task(
     """Run ``task(cfg)``; in a multirun, turn an exception into the failure value of the sweeper.
 
     Args:
-        task: ``train`` or ``evaluate`` of :mod:`her2mri.training.run` (they write ``metrics.json`` with
-            ``status: failed`` themselves before re-raising).
+        task: :func:`her2mri.runs.train.train`, :func:`her2mri.runs.evaluate.evaluate` or
+            ``evaluate_ensemble`` (they write ``metrics.json`` with ``status: failed`` themselves before
+            re-raising).
         cfg: the composed config.
         metric: picks the value returned to the sweeper from the task's metrics (None: return None).
         multirun: force the mode (None: ask Hydra).
@@ -128,7 +129,7 @@ class CrashAtEpoch(L.Callback):
     The checkpoints of epoch ``epoch - 1`` (``last.ckpt``, the best so far) are on disk by then, as for a job
     pre-empted or killed in the middle of training. Use it to test resuming::
 
-        her2mri-train +callbacks.crash._target_=her2mri.experiments.faults.CrashAtEpoch \
+        her2mri-train +callbacks.crash._target_=her2mri.runs.faults.CrashAtEpoch \
             +callbacks.crash.epoch=1
         her2mri-train ckpt_path=last hydra.run.dir=<the same run dir>
 

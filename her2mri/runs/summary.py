@@ -252,7 +252,7 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float, int]:
 
 def _pooled_oof(ok: Sequence[RunResult], oof_ci: str, n_boot: int) -> list[Any]:
     """Pooled OOF AUC per seed of the k-fold runs of a group (empty when no run has a fold)."""
-    from her2mri.experiments.oof import pooled_oof_auc
+    from her2mri.runs.oof import pooled_oof_auc
 
     by_seed: dict[int | None, list[RunResult]] = {}
     for r in ok:
@@ -270,7 +270,7 @@ def summarize_runs(
     """Mean ± sd (sample sd, ``ddof=1``) of every metric over the ok runs of each group.
 
     For k-fold groups (``sweep=folds``) the test predictions of the folds are also pooled per seed into one
-    out-of-fold AUC with a CI (:func:`her2mri.experiments.oof.pooled_oof_auc`).
+    out-of-fold AUC with a CI (:func:`her2mri.runs.oof.pooled_oof_auc`).
 
     Args:
         runs: runs with ``setting`` filled (see :func:`assign_settings`).

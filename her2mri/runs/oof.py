@@ -2,7 +2,7 @@
 
 In a ``sweep=folds`` run every patient is in the test split of exactly one fold, so the test predictions of
 the folds (``predictions/test_patients.csv`` of each fold's run) together hold one out-of-fold prediction per
-patient. Papers report the AUC of these pooled predictions with its CI; :mod:`her2mri.experiments.summary`
+patient. Papers report the AUC of these pooled predictions with its CI; :mod:`her2mri.runs.summary`
 adds it beside the mean ± sd over folds. Pooling is done per seed (a folds x seeds sweep gives one pooled AUC
 per seed). The pooled AUC mixes scores of k different models; a fold whose model is shifted (e.g. all its
 scores higher) lowers it compared with the mean of per-fold AUCs: report both.

@@ -1,6 +1,6 @@
 """One k-fold split file per cross-validation, written once before the jobs of a sweep start.
 
-``conf/sweep/folds.yaml`` sets ``data.split_mode: kfold``, a fixed ``data.split_file`` and this Hydra
+``her2mri/conf/sweep/folds.yaml`` sets ``data.split_mode: kfold``, a fixed ``data.split_file`` and this Hydra
 callback.
 At the start of a run or multirun the callback writes the split file when it does not exist yet
 (:func:`her2mri.data.splits.make_kfold_split`: patient-level, stratified on the label, seeded by the top-level
@@ -41,9 +41,9 @@ def ensure_kfold_split_file(cfg: DictConfig) -> Path | None:
     if path.is_file():
         log.info("k-fold split file %s exists: reused as it is", path)
         return path
+    from her2mri.data.build import build_datamodule
     from her2mri.data.preprocess_config import PreprocessConfig
     from her2mri.data.splits import make_kfold_split
-    from her2mri.training.run import build_datamodule
 
     seed = cfg.get("split_seed")
     seed = int(data.get("seed", 0) if seed is None else seed)

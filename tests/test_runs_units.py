@@ -1,4 +1,4 @@
-"""Units of her2mri.experiments: per-site metrics, ensemble means, failure values, reseeding, resolvers."""
+"""Units of her2mri.runs: per-site metrics, ensemble means, failure values, reseeding, resolvers."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 
-from her2mri.experiments.ensemble import ensemble_metrics, mean_patient_probs, mean_slice_probs
-from her2mri.experiments.faults import CrashAtEpoch, SimulatedCrash, failure_value, run_task
-from her2mri.experiments.resolvers import job_device, register_resolvers
-from her2mri.experiments.resume import epoch_seed, reseed_all
-from her2mri.experiments.sites import site_key, site_metrics
+from her2mri.runs.evaluate import ensemble_metrics, mean_patient_probs, mean_slice_probs
+from her2mri.runs.faults import CrashAtEpoch, SimulatedCrash, failure_value, run_task
+from her2mri.runs.resolvers import job_device, register_resolvers
+from her2mri.runs.resume import epoch_seed, reseed_all
+from her2mri.runs.sites import site_key, site_metrics
 from her2mri.training.aggregation import PatientPredictions, aggregate_patients, collect_slices
 from her2mri.training.metrics import binary_metrics
 

@@ -1,5 +1,8 @@
 """From a Hydra config to a datamodule: views vs. model, PreprocessConfig, synthetic cohort on first use.
 
+:func:`build_datamodule` instantiates ``cfg.data`` with the resolved preprocessing (the glue shared by
+``her2mri-train``, ``her2mri-eval`` and ``her2mri-gradcam``).
+
 Views: the model's ``num_views`` decides how many views a sample has. ``preprocess.views: auto`` (the default
 of every ``preprocess/`` file) picks ``adjacent`` for 3-view models (THDA-ResNet) and ``single`` otherwise;
 an explicit value that disagrees with the model is an error with a message saying what to set.
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from her2mri.data.preprocess_config import PreprocessConfig
-from her2mri.training.checkpoint_io import clean_stale_temps
+from her2mri.io_utils import clean_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +154,42 @@ def ensure_synthetic_cohort(
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("synthetic cohort of %d patients written to %s in %.1f s", n, root, time.perf_counter() - t0)
     return root
+
+
+def build_datamodule(
+    data_cfg: Any, preprocess: Mapping[str, Any], cache_dir: str | Path | None = None
+) -> Any:
+    """Instantiate ``cfg.data`` with the resolved preprocessing; build the synthetic cohort first if asked.
+
+    A ``synthetic`` block in the data config (``n``, ``seed`` and other
+    :func:`her2mri.data.synth.make_synthetic_cohort` arguments) means: write that cohort to ``data.root`` on
+    first use, then read it like any BreastDCEDL folder. ``data.root`` is only ever replaced when it lies
+    under ``cache_dir`` (``paths.cache_dir``), is empty, or carries the marker of a her2mri synthetic cohort.
+
+    Args:
+        data_cfg: the ``data`` node of a composed config (a ``DictConfig``).
+        preprocess: :meth:`PreprocessConfig.to_dict` of the run.
+        cache_dir: the folder her2mri manages (``paths.cache_dir``), for :func:`ensure_synthetic_cohort`.
+
+    Returns:
+        The datamodule (``cfg.data._target_``).
+
+    Raises:
+        ValueError: ``data_cfg`` is not a mapping.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    data = OmegaConf.to_container(data_cfg, resolve=True)
+    if not isinstance(data, dict):
+        raise ValueError(f"data config must be a mapping, got {data!r}.")
+    synth = data.pop("synthetic", None)
+    if synth:
+        synth = dict(synth)
+        ensure_synthetic_cohort(
+            data["root"], n=synth.pop("n"), seed=synth.pop("seed"), managed_dir=cache_dir, **synth
+        )
+    return instantiate(data, preprocess=dict(preprocess), _convert_="all")
 
 
 def sites_of(datamodule: Any) -> dict[str, str | None] | None:

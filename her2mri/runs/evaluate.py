@@ -1,16 +1,19 @@
-"""Checkpoint ensembles: the mean probability over several models (``her2mri-eval ensemble=true``).
+"""Evaluation of checkpoints: ``evaluate(cfg)`` (one checkpoint) and ``evaluate_ensemble(cfg)`` (several).
 
-Each member is scored as ``her2mri-eval`` scores one checkpoint (its own preprocessing, read from the
-checkpoint, and its own slice -> patient aggregation); the ensemble's patient probability is the **mean of the
-members' patient probabilities**. Averaging at patient level lets members differ in preprocessing, number of
-slices or views. When every member scored the same slices (same ``(pid, slice_idx)`` pairs), the slice
-probabilities are averaged too and slice-level metrics are reported.
+The bodies of ``her2mri-eval`` and ``her2mri-eval ensemble=true``. Each checkpoint is loaded and scored by
+:mod:`her2mri.runs.scoring` (the checkpoint's own preprocessing); ``evaluate`` then writes the predictions,
+metrics and statistics with CIs of the split and, when asked, fits a recalibrator / conformal sets
+(:mod:`her2mri.runs.calibration`).
 
-Outputs (run directory): ``predictions/<split>_patients.csv`` / ``_slices.csv`` of the ensemble,
-``members/<i>/predictions/`` of each member, and ``metrics.json`` with the ensemble metrics under the usual
-keys (``<split>/auroc_patient``...), each member's under ``<split>/member<i>/...``, per-site metrics when the
-cohort
-has sites, ``"ckpt_paths"`` and ``"ensemble": true``.
+Ensembles: each member is scored as one checkpoint is (its own preprocessing, read from the checkpoint, and
+its own slice -> patient aggregation); the ensemble's patient probability is the **mean of the members'
+patient probabilities**. Averaging at patient level lets members differ in preprocessing, number of slices or
+views. When every member scored the same slices (same ``(pid, slice_idx)`` pairs), the slice probabilities
+are averaged too and slice-level metrics are reported. Outputs (run directory):
+``predictions/<split>_patients.csv`` / ``_slices.csv`` of the ensemble, ``members/<i>/predictions/`` of each
+member, and ``metrics.json`` with the ensemble metrics under the usual keys (``<split>/auroc_patient``...),
+each member's under ``<split>/member<i>/...``, per-site metrics when the cohort has sites, ``"ckpt_paths"``
+and ``"ensemble": true``.
 """
 
 from __future__ import annotations
@@ -25,24 +28,80 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from her2mri.experiments.scoring import check_split, load_for_eval, score_split
-from her2mri.experiments.sites import site_metrics
-from her2mri.training.aggregation import PatientPredictions, SlicePredictions
-from her2mri.training.data_setup import sites_of
-from her2mri.training.metrics import binary_metrics, prefixed
-from her2mri.training.outputs import write_metrics_json, write_predictions
-from her2mri.training.run import (
-    _instantiate_group,
-    _plain_cfg,
-    _require_output_dir,
+from her2mri.data.build import sites_of
+from her2mri.runs.outputs import write_metrics_json, write_predictions
+from her2mri.runs.scoring import check_split, load_for_eval, score_split
+from her2mri.runs.sites import site_metrics
+from her2mri.runs.train import (
+    build_trainer,
+    clinical_stats,
+    collect_stage,
     format_summary,
+    instantiate_group,
+    plain_cfg,
+    require_output_dir,
     setup_runtime,
     task_wrapper,
 )
+from her2mri.training.aggregation import PatientPredictions, SlicePredictions
+from her2mri.training.metrics import binary_metrics, prefixed
 
 log = logging.getLogger(__name__)
 
 
+# ---------------------------------------------------------------------- evaluate
+@task_wrapper
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score a checkpoint on a cohort split; preprocessing comes from the checkpoint unless overridden.
+
+    Args:
+        cfg: composed ``eval`` config (``ckpt_path`` required; ``split``: ``val``, ``test`` or ``all``).
+            ``ensemble=true`` with ``ckpt_paths`` is :func:`evaluate_ensemble`.
+
+    Returns:
+        The metrics dict also written to ``metrics.json`` (with per-site metrics when the cohort has sites).
+    """
+    t0 = time.perf_counter()
+    out_dir = require_output_dir(cfg)
+    if cfg.get("ckpt_paths"):
+        raise ValueError(
+            f"ckpt_paths={list(cfg.ckpt_paths)!r} is set but ensemble=false: add ensemble=true to score "
+            "their ensemble, or use `-m ckpt_path=a,b,c` to score each checkpoint"
+        )
+    split = check_split(str(cfg.get("split", "test")))
+    from her2mri.runs.calibration import calibrate_after_eval, check_calibration_config
+
+    check_calibration_config(cfg, split)
+    setup_runtime(cfg)
+    ckpt_path = str(cfg.ckpt_path)
+    setup = load_for_eval(cfg, ckpt_path)
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer = build_trainer(cfg.trainer, logger=loggers or False, callbacks=[])
+    score_split(trainer, setup, split)
+    rank0 = bool(getattr(trainer, "is_global_zero", True))
+    metrics = collect_stage(setup.module, split, out_dir, sites_of(setup.datamodule), write=rank0)
+    metrics.update(clinical_stats(setup.module, split, cfg))
+    metrics.update(
+        calibrate_after_eval(cfg, trainer, setup, split, out_dir, sites_of(setup.datamodule), write=rank0)
+    )
+    wall = round(time.perf_counter() - t0, 2)
+    if rank0:
+        write_metrics_json(
+            out_dir / "metrics.json",
+            metrics,
+            plain_cfg(cfg),
+            status="ok",
+            ckpt_path=ckpt_path,
+            wall_time_s=wall,
+            threshold={"value": setup.threshold, "source": setup.threshold_source},
+            locked_threshold=setup.module.hparams.get("locked_threshold"),
+        )
+        title = f"her2mri-eval: {setup.model_name} on {split} ({wall:.0f} s)"
+        print(format_summary(title, metrics, (split,), out_dir), flush=True)  # noqa: T201
+    return metrics
+
+
+# ---------------------------------------------------------------------- ensemble
 def mean_patient_probs(members: Sequence[PatientPredictions]) -> PatientPredictions:
     """Mean patient probability over members that scored the same patients.
 
@@ -149,11 +208,11 @@ def evaluate_ensemble(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     t0 = time.perf_counter()
-    out_dir = _require_output_dir(cfg)
+    out_dir = require_output_dir(cfg)
     paths = ensemble_ckpt_paths(cfg)
     split = check_split(str(cfg.get("split", "test")))
     setup_runtime(cfg)
-    loggers = _instantiate_group(cfg.get("logger"))
+    loggers = instantiate_group(cfg.get("logger"))
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=[], _convert_="partial")
     rank0 = bool(getattr(trainer, "is_global_zero", True))
 
@@ -194,7 +253,7 @@ def evaluate_ensemble(cfg: DictConfig) -> dict[str, Any]:
         write_metrics_json(
             out_dir / "metrics.json",
             metrics,
-            _plain_cfg(cfg),
+            plain_cfg(cfg),
             status="ok",
             ensemble=True,
             ckpt_paths=paths,

@@ -1,11 +1,19 @@
-"""``train(cfg)`` and ``evaluate(cfg)``: the bodies of ``her2mri-train`` and ``her2mri-eval``.
+"""``train(cfg)``, the body of ``her2mri-train``, and the runtime and stage results that every task shares.
 
-Both take a composed Hydra config (``conf/train.yaml`` / ``conf/eval.yaml``), build datamodule, module,
-trainer, callbacks and loggers from it, run, and write ``metrics.json`` and ``predictions/`` into
-``cfg.paths.output_dir``. They are wrapped by :func:`task_wrapper`, which closes the loggers and writes a
-``metrics.json`` with ``"status": "failed"`` when the run raises, so one failing job of a multirun does not
-poison the next. ``train`` returns its metrics dict; :func:`metric_value` picks ``optimized_metric`` for
-sweepers.
+Runtime: :func:`task_wrapper` wraps ``train``, ``evaluate`` and ``evaluate_ensemble``: it closes the loggers
+and writes a ``metrics.json`` with ``"status": "failed"`` when the task raises, so one failing job of a
+multirun does not poison the next; :func:`setup_runtime` routes Lightning's logs and sets seeds, matmul
+precision and threads; :func:`metric_value` picks ``optimized_metric`` for sweepers.
+
+:func:`train` takes a composed Hydra config (``her2mri/conf/train.yaml``), builds datamodule, module, trainer,
+callbacks and loggers from it, fits, scores the best checkpoint on val and test, and writes ``metrics.json``
+and ``predictions/`` into ``cfg.paths.output_dir``. Wrapped by :func:`task_wrapper`.
+
+The results of one stage (``val``, ``test``, ``all``), shared by ``train``, ``evaluate`` and
+``evaluate_ensemble``: :func:`collect_stage` writes the stage's predictions and returns the module's metrics
+plus the per-site metrics; :func:`clinical_stats` adds the patient-level statistics with CIs
+(:func:`her2mri.stats.patient_metrics.patient_metrics_with_ci`); :func:`format_summary` prints the short
+summary at the end of a run.
 """
 
 from __future__ import annotations
@@ -22,15 +30,14 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from her2mri.experiments.sites import site_metrics
-from her2mri.training.checkpoint_io import clean_stale_temps, resolve_resume_checkpoint
-from her2mri.training.data_setup import ensure_synthetic_cohort, preprocess_from_cfg, sites_of
+from her2mri.data.build import build_datamodule, preprocess_from_cfg, sites_of
+from her2mri.io_utils import clean_stale_temps
+from her2mri.runs.outputs import write_metrics_json, write_predictions
+from her2mri.runs.sites import site_metrics
+from her2mri.training.checkpoint_io import resolve_resume_checkpoint
 from her2mri.training.metrics import binary_metrics, prefixed, youden_threshold
-from her2mri.training.outputs import write_metrics_json, write_predictions
 
 log = logging.getLogger(__name__)
-
-SUMMARY_KEYS: tuple[str, ...] = ("auroc_patient", "balanced_accuracy_patient", "auroc_slice")
 
 
 # ---------------------------------------------------------------------- wrapper
@@ -50,7 +57,7 @@ def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictCo
                     write_metrics_json(
                         out / "metrics.json",
                         {},
-                        _plain_cfg(cfg),
+                        plain_cfg(cfg),
                         status="failed",
                         error=f"{type(exc).__name__}: {exc}",
                         wall_time_s=round(time.perf_counter() - t0, 2),
@@ -88,8 +95,9 @@ def metric_value(metrics: Mapping[str, Any], name: str | None) -> float | None:
     return None if value is None else float(value)
 
 
-# ---------------------------------------------------------------------- helpers
-def _plain_cfg(cfg: DictConfig) -> dict[str, Any]:
+# ---------------------------------------------------------------------- config helpers
+def plain_cfg(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain data, resolved when it can be (else unresolved), for ``metrics.json``."""
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
     except Exception:  # noqa: BLE001 - an unresolvable config must not hide the real error
@@ -106,13 +114,32 @@ def _output_dir(cfg: DictConfig, create: bool = True) -> Path | None:
     return out
 
 
-def _require_output_dir(cfg: DictConfig) -> Path:
+def require_output_dir(cfg: DictConfig) -> Path:
+    """``cfg.paths.output_dir`` (created).
+
+    Raises:
+        ValueError: the config has no ``paths.output_dir``.
+    """
     out = _output_dir(cfg)
     if out is None:
         raise ValueError("paths.output_dir is not set (run through the CLI, or set it when composing).")
     return out
 
 
+def instantiate_group(node: DictConfig | None) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (``logger``, ``callbacks``)."""
+    from hydra.utils import instantiate
+
+    objs: list[Any] = []
+    if not node:
+        return objs
+    for _, sub in node.items():
+        if isinstance(sub, DictConfig) and "_target_" in sub:
+            objs.append(instantiate(sub, _convert_="partial"))
+    return objs
+
+
+# ---------------------------------------------------------------------- runtime
 class _DropAdverts(logging.Filter):
     """Drops Lightning's start-up advertisement for its cloud logger (not information about the run)."""
 
@@ -160,31 +187,9 @@ def setup_runtime(cfg: DictConfig) -> None:
         torch.set_num_threads(int(threads))
 
 
-def build_datamodule(
-    data_cfg: DictConfig, preprocess: Mapping[str, Any], cache_dir: str | Path | None = None
-) -> Any:
-    """Instantiate ``cfg.data`` with the resolved preprocessing; build the synthetic cohort first if asked.
-
-    A ``synthetic`` block in the data config (``n``, ``seed`` and other
-    :func:`her2mri.data.synth.make_synthetic_cohort` arguments) means: write that cohort to ``data.root`` on
-    first use, then read it like any BreastDCEDL folder. ``data.root`` is only ever replaced when it lies
-    under ``cache_dir`` (``paths.cache_dir``), is empty, or carries the marker of a her2mri synthetic cohort.
-    """
-    from hydra.utils import instantiate
-
-    data = OmegaConf.to_container(data_cfg, resolve=True)
-    if not isinstance(data, dict):
-        raise ValueError(f"data config must be a mapping, got {data!r}.")
-    synth = data.pop("synthetic", None)
-    if synth:
-        synth = dict(synth)
-        ensure_synthetic_cohort(
-            data["root"], n=synth.pop("n"), seed=synth.pop("seed"), managed_dir=cache_dir, **synth
-        )
-    return instantiate(data, preprocess=dict(preprocess), _convert_="all")
-
-
-def _cache_dir(cfg: DictConfig) -> str | None:
+# ---------------------------------------------------------------------- builders
+def cache_dir_of(cfg: DictConfig) -> str | None:
+    """``cfg.paths.cache_dir`` as a string, or None when the config has none."""
     try:
         value = cfg.paths.cache_dir
     except Exception:  # noqa: BLE001 - configs composed without paths
@@ -204,44 +209,11 @@ def build_trainer(trainer_cfg: DictConfig, **kwargs: Any) -> Any:
     return instantiate(trainer_cfg, plugins=plugins, _convert_="partial", **kwargs)
 
 
-def _instantiate_group(node: DictConfig | None) -> list[Any]:
-    from hydra.utils import instantiate
-
-    objs: list[Any] = []
-    if not node:
-        return objs
-    for _, sub in node.items():
-        if isinstance(sub, DictConfig) and "_target_" in sub:
-            objs.append(instantiate(sub, _convert_="partial"))
-    return objs
+# ---------------------------------------------------------------------- stage results
+SUMMARY_KEYS: tuple[str, ...] = ("auroc_patient", "balanced_accuracy_patient", "auroc_slice")
 
 
-def _model_spec(model_cfg: DictConfig) -> dict[str, Any]:
-    spec = OmegaConf.to_container(model_cfg, resolve=True)
-    if not isinstance(spec, dict):
-        raise ValueError(f"model config must be a mapping with a 'name' key, got {spec!r}.")
-    return spec
-
-
-#: data settings that change the image values and are therefore taken from the checkpoint by evaluate()
-EVAL_DATA_KEYS: tuple[str, ...] = ("imagenet_norm",)
-
-
-def _data_settings(data_cfg: DictConfig) -> dict[str, Any]:
-    """Data settings of the training run, stored in the checkpoint (provenance; EVAL_DATA_KEYS are reused)."""
-    skip = {
-        "_target_",
-        "num_workers",
-        "pin_memory",
-        "persistent_workers",
-        "progress",
-        "num_preprocess_workers",
-    }
-    plain = OmegaConf.to_container(data_cfg, resolve=True)
-    return {k: v for k, v in plain.items() if k not in skip} if isinstance(plain, dict) else {}
-
-
-def _collect_stage(
+def collect_stage(
     module: Any, stage: str, out_dir: Path, sites: Mapping[str, str | None] | None, write: bool = True
 ) -> dict[str, float]:
     """The stage's metrics plus per-site metrics; writes the predictions when ``write`` (DDP rank 0)."""
@@ -255,17 +227,18 @@ def _collect_stage(
     return metrics
 
 
-def _clinical_stats(module: Any, stage: str, cfg: DictConfig) -> dict[str, float]:
+def clinical_stats(module: Any, stage: str, cfg: DictConfig) -> dict[str, float]:
     """Patient-level statistics with CIs (DeLong and bootstrap AUC CIs, Wilson CIs, calibration, HL).
 
-    Keys are ``{stage}/stats/{name}`` (see :func:`her2mri.report.compute.patient_metrics_with_ci`). On the
-    test split of a training run the threshold is the Youden threshold of the validation patients, otherwise
-    the module's fixed ``threshold``. Undefined statistics (e.g. the AUC with one class) are left out.
+    Keys are ``{stage}/stats/{name}`` (see :func:`her2mri.stats.patient_metrics.patient_metrics_with_ci`).
+    On the test split of a training run the threshold is the Youden threshold of the validation patients,
+    otherwise the module's fixed ``threshold``. Undefined statistics (e.g. the AUC with one class) are left
+    out.
     """
     n_boot = int(cfg.get("stats_n_boot", 2000))
     if n_boot <= 0 or stage not in module.predictions:
         return {}
-    from her2mri.report.compute import patient_metrics_with_ci
+    from her2mri.stats.patient_metrics import patient_metrics_with_ci
 
     _, patients = module.predictions[stage]
     kwargs: dict[str, Any] = {"threshold": float(module.hparams.threshold)}
@@ -282,7 +255,7 @@ def _clinical_stats(module: Any, stage: str, cfg: DictConfig) -> dict[str, float
     return {f"{stage}/stats/{k}": float(v) for k, v in stats.items() if v is not None}
 
 
-def _valthr_metrics(module: Any, test_stage: str, threshold: float) -> dict[str, float]:
+def valthr_metrics(module: Any, test_stage: str, threshold: float) -> dict[str, float]:
     """Test patient metrics at a threshold chosen on the validation patients (Youden)."""
     if not math.isfinite(threshold) or test_stage not in module.predictions:
         return {}
@@ -324,6 +297,27 @@ def format_summary(title: str, metrics: Mapping[str, Any], stages: tuple[str, ..
     return "\n".join(lines)
 
 
+def _model_spec(model_cfg: DictConfig) -> dict[str, Any]:
+    spec = OmegaConf.to_container(model_cfg, resolve=True)
+    if not isinstance(spec, dict):
+        raise ValueError(f"model config must be a mapping with a 'name' key, got {spec!r}.")
+    return spec
+
+
+def _data_settings(data_cfg: DictConfig) -> dict[str, Any]:
+    """Data settings of the training run, stored in the checkpoint (provenance)."""
+    skip = {
+        "_target_",
+        "num_workers",
+        "pin_memory",
+        "persistent_workers",
+        "progress",
+        "num_preprocess_workers",
+    }
+    plain = OmegaConf.to_container(data_cfg, resolve=True)
+    return {k: v for k, v in plain.items() if k not in skip} if isinstance(plain, dict) else {}
+
+
 # ---------------------------------------------------------------------- train
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -338,7 +332,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     t0 = time.perf_counter()
-    out_dir = _require_output_dir(cfg)
+    out_dir = require_output_dir(cfg)
     setup_runtime(cfg)
 
     spec = _model_spec(cfg.model)
@@ -366,9 +360,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"train=false needs a checkpoint to score: ckpt_path={cfg.get('ckpt_path')!r} gives none "
             "(set ckpt_path=<file>, or use her2mri-eval)"
         )
-    datamodule = build_datamodule(cfg.data, pre.to_dict(), cache_dir=_cache_dir(cfg))
-    loggers = _instantiate_group(cfg.get("logger"))
-    callbacks = _instantiate_group(cfg.get("callbacks"))
+    datamodule = build_datamodule(cfg.data, pre.to_dict(), cache_dir=cache_dir_of(cfg))
+    loggers = instantiate_group(cfg.get("logger"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:
         from lightning.pytorch.callbacks import LearningRateMonitor
 
@@ -390,21 +384,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     stages: list[str] = []
     if cfg.get("validate", True):
         trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
-        metrics.update(_collect_stage(module, "val", out_dir, sites, write=rank0))
+        metrics.update(collect_stage(module, "val", out_dir, sites, write=rank0))
         stages.append("val")
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
-        metrics.update(_collect_stage(module, "test", out_dir, sites, write=rank0))
+        metrics.update(collect_stage(module, "test", out_dir, sites, write=rank0))
         stages.append("test")
     if "val" in module.predictions:
         _, val_patients = module.predictions["val"]
         metrics.update(
-            _valthr_metrics(module, "test", youden_threshold(val_patients.probs, val_patients.labels))
+            valthr_metrics(module, "test", youden_threshold(val_patients.probs, val_patients.labels))
         )
     locked = module.hparams.get("locked_threshold")
     metrics.update(_locked_metrics(module, "test", locked))
     for stage in stages:
-        metrics.update(_clinical_stats(module, stage, cfg))
+        metrics.update(clinical_stats(module, stage, cfg))
     if "val/auroc_patient_best" not in metrics:
         # train=false, or no validation epoch: the scored checkpoint's own val AUC (NaN when undefined)
         metrics["val/auroc_patient_best"] = float(metrics.get("val/auroc_patient", math.nan))
@@ -415,7 +409,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_metrics_json(
             out_dir / "metrics.json",
             metrics,
-            _plain_cfg(cfg),
+            plain_cfg(cfg),
             status="ok",
             ckpt_path=ckpt,
             wall_time_s=wall,
@@ -437,57 +431,3 @@ def _best_checkpoint(trainer: Any) -> str | None:
 
 def _n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-# ---------------------------------------------------------------------- evaluate
-@task_wrapper
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Score a checkpoint on a cohort split; preprocessing comes from the checkpoint unless overridden.
-
-    Args:
-        cfg: composed ``eval`` config (``ckpt_path`` required; ``split``: ``val``, ``test`` or ``all``).
-            ``ensemble=true`` with ``ckpt_paths`` is :func:`her2mri.experiments.ensemble.evaluate_ensemble`.
-
-    Returns:
-        The metrics dict also written to ``metrics.json`` (with per-site metrics when the cohort has sites).
-    """
-    from her2mri.experiments.scoring import check_split, load_for_eval, score_split
-
-    t0 = time.perf_counter()
-    out_dir = _require_output_dir(cfg)
-    if cfg.get("ckpt_paths"):
-        raise ValueError(
-            f"ckpt_paths={list(cfg.ckpt_paths)!r} is set but ensemble=false: add ensemble=true to score "
-            "their ensemble, or use `-m ckpt_path=a,b,c` to score each checkpoint"
-        )
-    split = check_split(str(cfg.get("split", "test")))
-    from her2mri.experiments.calibration import calibrate_after_eval, check_calibration_config
-
-    check_calibration_config(cfg, split)
-    setup_runtime(cfg)
-    ckpt_path = str(cfg.ckpt_path)
-    setup = load_for_eval(cfg, ckpt_path)
-    loggers = _instantiate_group(cfg.get("logger"))
-    trainer = build_trainer(cfg.trainer, logger=loggers or False, callbacks=[])
-    score_split(trainer, setup, split)
-    rank0 = bool(getattr(trainer, "is_global_zero", True))
-    metrics = _collect_stage(setup.module, split, out_dir, sites_of(setup.datamodule), write=rank0)
-    metrics.update(_clinical_stats(setup.module, split, cfg))
-    metrics.update(
-        calibrate_after_eval(cfg, trainer, setup, split, out_dir, sites_of(setup.datamodule), write=rank0)
-    )
-    wall = round(time.perf_counter() - t0, 2)
-    if rank0:
-        write_metrics_json(
-            out_dir / "metrics.json",
-            metrics,
-            _plain_cfg(cfg),
-            status="ok",
-            ckpt_path=ckpt_path,
-            wall_time_s=wall,
-            threshold={"value": setup.threshold, "source": setup.threshold_source},
-            locked_threshold=setup.module.hparams.get("locked_threshold"),
-        )
-        title = f"her2mri-eval: {setup.model_name} on {split} ({wall:.0f} s)"
-        print(format_summary(title, metrics, (split,), out_dir), flush=True)  # noqa: T201
-    return metrics

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from her2mri.io_utils import atomic_write_text, clean_stale_temps
 from her2mri.training.aggregation import PatientPredictions, SlicePredictions
-from her2mri.training.checkpoint_io import atomic_write_text, clean_stale_temps
 
 PATIENT_COLUMNS: tuple[str, ...] = ("pid", "label", "prob", "n_slices")
 SLICE_COLUMNS: tuple[str, ...] = ("pid", "slice_idx", "label", "prob")

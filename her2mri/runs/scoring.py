@@ -1,4 +1,4 @@
-"""Score one checkpoint on one split of a cohort: the shared core of ``her2mri-eval`` and of ensembles.
+"""Score one checkpoint on one split of a cohort: the shared core of ``evaluate``, ensembles and calibration.
 
 :func:`load_for_eval` rebuilds the module from the checkpoint and the datamodule with the checkpoint's
 preprocessing (a non-null ``preprocess.<field>`` of the eval config overrides that field) and the checkpoint's
@@ -17,8 +17,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from her2mri.data.build import build_datamodule, preprocess_from_cfg
 from her2mri.data.errors import DataError
 from her2mri.training.aggregation import PatientPredictions, SlicePredictions
+
+#: data settings that change the image values and are therefore taken from the checkpoint by evaluate()
+EVAL_DATA_KEYS: tuple[str, ...] = ("imagenet_norm",)
 
 SPLITS: tuple[str, ...] = ("val", "test", "all")
 
@@ -69,8 +73,6 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
         FileNotFoundError: ``ckpt_path`` does not exist.
     """
     from her2mri.training.checkpoint_io import load_classifier
-    from her2mri.training.data_setup import preprocess_from_cfg
-    from her2mri.training.run import EVAL_DATA_KEYS, build_datamodule
     from her2mri.training.threshold import resolve_threshold
 
     ckpt_path = str(ckpt_path)

@@ -8,7 +8,7 @@ clinical univariable / stepwise tables, clinical and combined models, nomogram -
 Each signature (and ``clinical`` / ``combined``) gets a run directory ``out_dir/<name>/`` with
 ``metrics.json`` and ``predictions/{val,test}_patients.csv`` (docs/ARCHITECTURE.md section 6), so
 ``her2mri-report`` reads them like a deep-model run. The configuration keys are documented in
-docs/radiomics.md and in ``conf/radiomics.yaml``.
+docs/radiomics.md and in ``her2mri/conf/radiomics.yaml``.
 """
 
 from __future__ import annotations

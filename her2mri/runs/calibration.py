@@ -163,7 +163,7 @@ def calibration_metrics(
 
 def _score_other(cfg: DictConfig, trainer: Any, setup: Any, opts: dict[str, Any], split: str) -> Any:
     """Patient predictions of the calibration split or manifest, scored with the same checkpoint."""
-    from her2mri.experiments.scoring import load_for_eval, score_split
+    from her2mri.runs.scoring import load_for_eval, score_split
 
     if opts["source"] == "split":
         if opts["split"] == split or split == "all":
@@ -223,7 +223,7 @@ def calibrate_after_eval(
     Args:
         cfg: the eval config (``recalibrate``, ``conformal_alpha``, ``calibration.*``).
         trainer: the Lightning trainer used for scoring.
-        setup: the :class:`her2mri.experiments.scoring.EvalSetup` already scored on ``split``.
+        setup: the :class:`her2mri.runs.scoring.EvalSetup` already scored on ``split``.
         split: the evaluated split.
         out_dir: the run directory.
         sites: ``pid -> site`` (written to the recalibrated predictions).

@@ -10,9 +10,10 @@ import pytest
 from _helpers import compose_config, synthetic_overrides
 
 from her2mri.cli._config import config_dir
-from her2mri.training.data_setup import resolve_views
-from her2mri.training.outputs import read_patient_predictions
-from her2mri.training.run import evaluate, metric_value, train
+from her2mri.data.build import resolve_views
+from her2mri.runs.evaluate import evaluate
+from her2mri.runs.outputs import read_patient_predictions
+from her2mri.runs.train import metric_value, train
 
 CONF = config_dir()
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

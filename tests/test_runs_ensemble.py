@@ -14,9 +14,9 @@ import pytest
 import torch
 from _helpers import compose_config, synthetic_overrides
 
-from her2mri.experiments.ensemble import evaluate_ensemble
+from her2mri.runs.evaluate import evaluate_ensemble
+from her2mri.runs.train import train
 from her2mri.training.metrics import binary_metrics
-from her2mri.training.run import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
