@@ -106,10 +106,10 @@ def tiny_run(synthetic_cohort, tmp_path_factory: pytest.TempPathFactory) -> tupl
     Shared by the tests of the locked threshold, her2mri-predict and the model card. Returns
     ``(run_dir, best_checkpoint)``; treat both as read-only.
     """
-    from her2mri.runs.train import train
     from hydra import compose, initialize_config_dir
 
     from her2mri.cli._config import config_dir
+    from her2mri.runs.train import train
 
     root, csv = synthetic_cohort
     tmp = tmp_path_factory.mktemp("tiny_run")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from _helpers import compose_config, synthetic_overrides
-from her2mri.runs.outputs import read_patient_predictions
 
+from her2mri.runs.outputs import read_patient_predictions
 from her2mri.training.metrics import binary_metrics, youden_threshold
 from her2mri.training.threshold import choose_threshold, resolve_threshold, sensitivity_threshold
 
@@ -50,9 +50,8 @@ def test_resolve_threshold_fallback_warns(caplog):
 
 
 def test_training_stores_and_eval_and_report_apply_it(tiny_run, synthetic_cohort, tmp_path, caplog):
-    from her2mri.runs.evaluate import evaluate
-
     from her2mri.report.build import build_report
+    from her2mri.runs.evaluate import evaluate
 
     run, ckpt = tiny_run
     payload = json.loads((run / "metrics.json").read_text())
