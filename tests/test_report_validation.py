@@ -230,3 +230,19 @@ def test_youden_rule_finds_the_training_runs_validation_patients(runs, tmp_path)
     val = pd.read_csv(train / "predictions" / "val_patients.csv")
     assert ext["threshold_source"] == "youden_val_training_run" and ext["val_origin"] == "training run"
     assert ext["metrics"]["threshold"] == pytest.approx(stats.youden_threshold(val["label"], val["prob"]))
+
+
+def test_explicit_cohorts_when_two_cohorts_reuse_patient_ids(runs, tmp_path):
+    """Two centres numbering patients alike: --cohorts keeps them apart (else pid overlap would pair them)."""
+    _, internal, external = runs
+    clash = tmp_path / "ext_same_ids"
+    (clash / "predictions").mkdir(parents=True)
+    e = pd.read_csv(external / "predictions" / "all_patients.csv")
+    e["pid"] = [f"P{i:03d}" for i in range(len(e))]  # the internal test set's ids
+    e.to_csv(clash / "predictions" / "test_patients.csv", index=False)
+    args = [str(internal), str(clash), "--out", str(tmp_path / "r"), "--n-boot", "20"]
+    assert report_main([*args, "--cohorts", "ISPY2,Duke"]) == 0
+    doc = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [c["name"] for c in doc["cohorts"]["cohorts"]] == ["ISPY2", "Duke"]
+    assert doc["cohorts"]["sources"]["Duke: ext_same_ids"]["metrics"]["n"] == 90
+    assert report_main([*args, "--cohorts", "a,b,c"]) == 2

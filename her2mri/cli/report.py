@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default internal,external)",
     )  # fmt: skip
     p.add_argument(
+        "--cohorts", type=_names, default=None,
+        help="one cohort label per source, in order (e.g. internal,external): sources with the same label "
+        "form a cohort. Default: cohorts are found from shared patient ids",
+    )  # fmt: skip
+    p.add_argument(
         "--site-probe-warn", type=float, default=0.7,
         help="site-probe AUC from which the report warns of a site shortcut (default 0.7)",
     )  # fmt: skip
@@ -135,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             age_bands=args.age_bands,
             subgroups=args.subgroups,
             cohort_names=args.cohort_names,
+            cohorts=args.cohorts,
             site_probe_warn=args.site_probe_warn,
         )
     except (FileNotFoundError, ValueError) as exc:

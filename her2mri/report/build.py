@@ -177,6 +177,7 @@ def build_report(
     age_bands: tuple[float, ...] = DEFAULT_AGE_BANDS,
     subgroups: tuple[str, ...] = (),
     cohort_names: tuple[str, ...] | None = None,
+    cohorts: tuple[str, ...] | None = None,
     site_probe_warn: float = DEFAULT_SITE_PROBE_WARN,
 ) -> ReportPaths:
     """Write ``report.json``, ``report.html`` and the figure PNGs for one or more models.
@@ -200,6 +201,8 @@ def build_report(
         subgroups: further clinical columns whose levels are subgroups.
         cohort_names: one name per cohort (sources on disjoint patients), in order of first appearance;
             default ``internal``, ``external``, ``external 2``...
+        cohorts: one cohort label per source, in order (default: cohorts found from shared patient ids);
+            the labels are also the cohort names.
         site_probe_warn: site-probe AUC at which the report warns of a site shortcut.
 
     Returns:
@@ -209,7 +212,9 @@ def build_report(
 
     if isinstance(max_gradcam, bool) or int(max_gradcam) != max_gradcam or max_gradcam < 0:
         raise ValueError(f"max_gradcam must be an integer >= 0; got {max_gradcam!r}.")
-    models, groups = load_cohort_sources(list(sources), split=split, val_split=val_split)
+    models, groups = load_cohort_sources(list(sources), split=split, val_split=val_split, cohort_of=cohorts)
+    if cohorts is not None and cohort_names is None:
+        cohort_names = tuple(dict.fromkeys(cohorts))
     names = validation_cohort_names(len(groups), cohort_names)
     first = [models[i] for i in groups[0]]
     report = compute_report(

@@ -72,20 +72,40 @@ def partition_cohorts(sources: Sequence[ModelSource]) -> list[list[int]]:
 
 
 def load_cohort_sources(
-    args: list[str | Path], split: str = "test", val_split: str | None = "val"
+    args: list[str | Path],
+    split: str = "test",
+    val_split: str | None = "val",
+    cohort_of: Sequence[str] | None = None,
 ) -> tuple[list[ModelSource], list[list[int]]]:
     """Load every source and group them into cohorts; display names are made unique *within* a cohort.
 
     The same model evaluated on an internal test set and on an external site keeps its name in both cohorts
     (the report labels them ``<cohort>: <name>``).
 
+    Args:
+        args: the sources (``PATH`` or ``NAME=PATH``).
+        split: evaluated split of run directories.
+        val_split: validation split of run directories.
+        cohort_of: one cohort label per source (sources with the same label form a cohort); default: cohorts
+            are found from shared patient ids. Give it when two cohorts reuse the same ids (e.g. two
+            synthetic cohorts, or centres that number patients from 1).
+
     Raises:
-        ValueError: no source, or a model named ``all`` / ``none`` (reserved for decision curves).
+        ValueError: no source, a model named ``all`` / ``none`` (reserved for decision curves), or
+            ``cohort_of`` of the wrong length.
     """
     if not args:
         raise ValueError("sources is empty: give at least one run directory or predictions CSV.")
     loaded = [load_source(a, split, val_split) for a in args]
-    groups = partition_cohorts(loaded)
+    if cohort_of is not None:
+        if len(cohort_of) != len(loaded):
+            raise ValueError(
+                f"cohorts has {len(cohort_of)} label(s) for {len(loaded)} source(s): {list(cohort_of)}."
+            )
+        order = list(dict.fromkeys(cohort_of))
+        groups = [[i for i, c in enumerate(cohort_of) if c == name] for name in order]
+    else:
+        groups = partition_cohorts(loaded)
     out: list[ModelSource] = list(loaded)
     for g in groups:
         for i, s in zip(g, _unique_names([loaded[i] for i in g]), strict=True):
