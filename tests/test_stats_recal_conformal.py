@@ -153,9 +153,9 @@ def test_conformal_json_round_trip_and_errors():
         fit_conformal([0, 1], [0.2, 0.8], mode="mondrian")
 
 
-# ----------------------------------------------------------------------------------------------- unpaired DeLong
+# ---------------------------------------------------------------------------------------------- unpaired DeLong
 def _direct_delong_variance(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
-    """AUC and DeLong variance from the pairwise kernel written out (DeLong et al. 1988, eqs. of section 2)."""
+    """AUC and DeLong variance from the pairwise kernel written out (DeLong et al. 1988, section 2)."""
     pos, neg = s[y == 1], s[y == 0]
     psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
     auc = psi.mean()
