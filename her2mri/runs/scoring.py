@@ -74,6 +74,7 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
     """
     from her2mri.training.checkpoint_io import load_classifier
     from her2mri.training.threshold import resolve_threshold
+    from her2mri.training.tta import check_tta
 
     ckpt_path = str(ckpt_path)
     if not Path(ckpt_path).exists():
@@ -84,6 +85,7 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
         module.hparams.get("locked_threshold"), None if given is None else float(given)
     )
     module.hparams.threshold = threshold
+    module.tta = check_tta(str(cfg.get("tta") or "none"))
     spec = module.hparams.model
     data_spec = module.hparams.get("data_spec") or {}
     pre_dict = dict(data_spec.get("preprocess") or {})

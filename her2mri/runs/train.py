@@ -406,6 +406,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     wall = round(time.perf_counter() - t0, 2)
     if rank0:
+        card = _write_model_card(module, datamodule, trainer, ckpt, metrics, cfg)
         write_metrics_json(
             out_dir / "metrics.json",
             metrics,
@@ -414,10 +415,39 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             ckpt_path=ckpt,
             wall_time_s=wall,
             locked_threshold=locked,
+            model_card=card,
         )
         title = f"her2mri-train: {spec['name']} ({wall:.0f} s)"
         print(format_summary(title, metrics, tuple(stages), out_dir), flush=True)  # noqa: T201 - final summary
     return metrics
+
+
+def _write_model_card(
+    module: Any, datamodule: Any, trainer: Any, ckpt: str | None, metrics: Mapping[str, Any], cfg: DictConfig
+) -> str | None:
+    """Write ``model_card.json`` and ``MODEL_CARD.md`` beside the checkpoints; returns the JSON path."""
+    from her2mri.runs.model_card import build_model_card, cohort_summary, write_model_card
+
+    if not ckpt:
+        return None
+    files: list[tuple[str, str]] = [(ckpt, "best")]
+    cb = getattr(trainer, "checkpoint_callback", None)
+    last = getattr(cb, "last_model_path", "") if cb is not None else ""
+    if last and Path(last).is_file() and Path(last).resolve() != Path(ckpt).resolve():
+        files.append((last, "last"))
+    card = build_model_card(
+        model_spec=module.hparams.model,
+        data_spec=module.hparams.get("data_spec") or {},
+        locked_threshold=module.hparams.get("locked_threshold"),
+        metrics=metrics,
+        cohort=cohort_summary(datamodule),
+        checkpoints=files,
+        seed=cfg.get("seed"),
+        aggregation=str(module.hparams.aggregation),
+    )
+    json_path, _ = write_model_card(Path(ckpt).parent, card)
+    log.info("model card %s written to %s", card["id"], json_path.parent)
+    return str(json_path)
 
 
 def _best_checkpoint(trainer: Any) -> str | None:

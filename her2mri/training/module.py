@@ -36,6 +36,7 @@ from her2mri.training.losses import LOSSES, balanced_class_weights, build_loss
 from her2mri.training.metrics import binary_metrics, prefixed
 from her2mri.training.schedulers import cosine_with_warmup
 from her2mri.training.threshold import RULES as THRESHOLD_RULES
+from her2mri.training.tta import tta_probabilities
 
 DEFAULT_SCHEDULES: tuple[str, ...] = ("cosine_warmup", "constant")
 COMPILE_MODES: tuple[str | None, ...] = (
@@ -226,6 +227,8 @@ class HER2Classifier(L.LightningModule):
         self.test_stage_name = "test"
         #: her2mri metadata saved as ``checkpoint["her2mri"]`` (e.g. a locked ``threshold``, a model card id)
         self.her2mri_metadata: dict[str, Any] = {}
+        #: test-time augmentation of val/test steps (:mod:`her2mri.training.tta`); set by her2mri-eval
+        self.tta = "none"
 
     # ------------------------------------------------------------------ model
     @property
@@ -367,7 +370,10 @@ class HER2Classifier(L.LightningModule):
     def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
         label = batch["label"].long()
         logits = self(batch["image"])
-        prob = torch.softmax(logits.float(), dim=-1)[:, 1]
+        if self.tta != "none":
+            prob = tta_probabilities(self, batch["image"], self.tta).mean(0)
+        else:
+            prob = torch.softmax(logits.float(), dim=-1)[:, 1]
         labelled = label >= 0  # label -1: unknown (external cohorts scored without labels)
         n_labelled = int(labelled.sum())  # one host sync per eval batch (never in training steps)
         if n_labelled:
