@@ -14,8 +14,8 @@ import pytest
 import torch
 from _helpers import compose_config
 
-from her2mri.runs.predict import build_input_manifest, parse_bbox, predict
 from her2mri.runs.outputs import read_patient_predictions
+from her2mri.runs.predict import build_input_manifest, parse_bbox, predict
 from her2mri.viz.case_gradcam import save_case_gradcams
 
 pytestmark = pytest.mark.usefixtures("one_thread")

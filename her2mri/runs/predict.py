@@ -281,11 +281,11 @@ def score_checkpoint(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
+    from her2mri.data.build import preprocess_from_cfg
     from her2mri.data.dataset import SliceDataset
     from her2mri.data.prepare import prepare_cohort
-    from her2mri.training.aggregation import aggregate_patients, collect_slices
-    from her2mri.data.build import preprocess_from_cfg
     from her2mri.runs.model_card import card_id_for
+    from her2mri.training.aggregation import aggregate_patients, collect_slices
     from her2mri.training.tta import tta_probabilities
 
     spec = module.hparams.model
@@ -515,7 +515,7 @@ def predict(
         "cases": rows,
         "wall_time_s": round(time.perf_counter() - t0, 2),
     }
-    _atomic_text(
+    atomic_write_text(
         out_dir / "predictions.json", json.dumps(_json_safe(payload), indent=2, allow_nan=False) + "\n"
     )
     return payload
