@@ -240,3 +240,17 @@ def test_derived_wash_images_are_phase_subtractions(synthetic_cohort, tmp_path: 
     wo = images["wash_out"].astype(np.float64)
     expected = ((wo - wo.mean()) / wo.std() * 100)[mask].mean()
     assert mean == pytest.approx(expected, rel=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["loky", "dask"])
+def test_parallel_backends_give_the_same_table(tmp_path: Path, backend: str) -> None:
+    """Extraction over cases through joblib's backends (local processes, a Dask cluster): one table."""
+    pytest.importorskip("radiomics")
+    if backend == "dask":
+        pytest.importorskip("distributed", reason='dask backend: pip install "her2mri[distributed]"')
+    cases = [_blob_case(tmp_path, f"p{i}", i, shape=(8, 32, 32)) for i in range(3)]
+    ref = extract_cohort(cases, FAST, RegionSpec(), progress=False)
+    got = extract_cohort(cases, FAST, RegionSpec(), n_jobs=2, backend=backend, progress=False)
+    pd.testing.assert_frame_equal(ref, got)
+    with pytest.raises(ValueError, match="backend"):
+        extract_cohort(cases, FAST, RegionSpec(), backend="threading", progress=False)

@@ -1,14 +1,30 @@
-"""Time pyradiomics extraction per case: 3-D tumour with and without wavelets.
+"""Time radiomics: pyradiomics extraction per case, and whole experiments per stage.
 
-Cases: the real pyradiomics breast1 NRRD (143-voxel lesion) and a synthetic 256x256x80 volume with an
-ellipsoidal tumour (spacing 2 x 0.7 x 0.7 mm), with
-her2mri/conf/pyradiomics/mri_3d.yaml and mri_3d_wavelet.yaml.
-Usage: python tools/bench_radiomics.py [--repeats 3]
+``--mode extract`` (default): 3-D tumour with and without wavelets, on the real pyradiomics breast1 NRRD
+(143-voxel lesion) and a synthetic 256x256x80 volume with an ellipsoidal tumour (spacing 2 x 0.7 x 0.7 mm),
+with her2mri/conf/pyradiomics/mri_3d.yaml and mri_3d_wavelet.yaml.
+
+``--mode experiments``: every ``radiomics_experiment`` (or those named) on synthetic cohorts of each size in
+``--n``, each in its own ``her2mri-radiomics`` process with a fresh cache (so extraction is timed) and a
+time limit; prints a markdown table (wall and CPU time, extraction per case, share of time per stage, the
+out-of-fold AUC of each signature) and writes ``bench_radiomics.json`` in ``--out``. A run that hits the
+limit is reported as such. CPU time is the main process's (``n_jobs=1``): on a shared machine it is the
+steadier figure.
+
+Usage::
+
+    python tools/bench_radiomics.py [--repeats 3]
+    python tools/bench_radiomics.py --mode experiments --n 30 120 [--experiments uran hu2025] \
+        [--timeout 1800] [--out bench_out] [--extra cv.outer_folds=5 ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,11 +52,100 @@ def synthetic_case(tmp: Path) -> RadiomicsCase:
     return RadiomicsCase("synthetic", {"early": tmp / "img.nii"}, tmp / "mask.nii", sp)
 
 
+EXPERIMENTS = ("uran", "hu2025", "peritumoral", "multimodal_icc")
+
+
+def run_experiment_timed(exp: str, n: int, out: Path, timeout: float, extra: list[str]) -> dict:
+    """Run one experiment on a synthetic cohort of ``n`` patients in a subprocess; its timing record."""
+    run = out / f"{exp}_n{n}"
+    env = {**os.environ, "HER2MRI_CACHE": str(out / f"cache_{exp}_n{n}"), "HF_HUB_OFFLINE": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "her2mri.cli.radiomics",
+        f"radiomics_experiment={exp}",
+        f"cohort.n={n}",
+        f"hydra.run.dir={run}",
+        "extraction.progress=false",
+        *extra,
+    ]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return {"experiment": exp, "n": n, "status": f"timeout > {timeout:.0f} s"}
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        return {"experiment": exp, "n": n, "status": "failed", "stderr": proc.stderr[-2000:]}
+    info = json.loads((run / "experiment.json").read_text())
+    summary = [json.loads((run / name / "metrics.json").read_text()) for name in _signatures(run)]
+    return {
+        "experiment": exp,
+        "n": n,
+        "status": "ok",
+        "process_wall_s": wall,
+        "wall_s": info["wall_s"],
+        "cpu_s": info.get("cpu_s"),
+        "extraction_s_per_case": info.get("extraction_s_per_case"),
+        "stage_s": info.get("stage_s", {}),
+        "stage_cpu_s": info.get("stage_cpu_s", {}),
+        "oof_auc": {m["signature"]: m["metrics"].get("val/auroc_patient") for m in summary},
+    }
+
+
+def _signatures(run: Path) -> list[str]:
+    import pandas as pd
+
+    return list(pd.read_csv(run / "summary.csv")["signature"])
+
+
+def _stage_shares(rec: dict) -> str:
+    st = rec.get("stage_s") or {}
+    total = rec.get("wall_s") or sum(st.values()) or 1.0
+    parts = [f"{k.removeprefix('signature:')} {100 * v / total:.0f} %" for k, v in st.items()]
+    return ", ".join(parts)
+
+
+def experiments_main(args: argparse.Namespace) -> None:
+    """Time every experiment x cohort size; print the markdown table; write bench_radiomics.json."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    print("| experiment | patients | wall s | CPU s | extraction s/case | share of wall time per stage |")
+    print("|---|---|---|---|---|---|")
+    for n in args.n:
+        for exp in args.experiments:
+            rec = run_experiment_timed(exp, n, out, args.timeout, args.extra)
+            records.append(rec)
+            (out / "bench_radiomics.json").write_text(json.dumps(records, indent=2))
+            if rec["status"] != "ok":
+                print(f"| {exp} | {n} | {rec['status']} | | | |", flush=True)
+                continue
+            print(
+                f"| {exp} | {n} | {rec['wall_s']:.0f} | {rec['cpu_s']:.0f} | "
+                f"{rec['extraction_s_per_case']:.2f} | {_stage_shares(rec)} |",
+                flush=True,
+            )
+    for rec in records:
+        if rec["status"] == "ok":
+            aucs = ", ".join(f"{k} {v:.3f}" for k, v in rec["oof_auc"].items() if v is not None)
+            print(f"{rec['experiment']} n={rec['n']}: out-of-fold AUC {aucs}")
+
+
 def main() -> None:
-    """Print seconds per case for each case x parameter set."""
+    """Print seconds per case for each case x parameter set, or the experiments table."""
     ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", choices=("extract", "experiments"), default="extract")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--n", type=int, nargs="+", default=[30, 120])
+    ap.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS), choices=EXPERIMENTS)
+    ap.add_argument("--timeout", type=float, default=1800.0)
+    ap.add_argument("--out", default="bench_radiomics_out")
+    ap.add_argument("--extra", nargs="*", default=[], help="more her2mri-radiomics overrides")
     args = ap.parse_args()
+    if args.mode == "experiments":
+        experiments_main(args)
+        return
     with tempfile.TemporaryDirectory() as d:
         cases = [synthetic_case(Path(d))]
         if REAL.is_dir():

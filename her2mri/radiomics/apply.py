@@ -26,7 +26,7 @@ from her2mri.radiomics.evaluate import binary_metrics
 from her2mri.radiomics.extract import RETEST_PREFIX
 
 # extraction settings of the *new* run that do not change the features
-_RUN_KEYS = ("n_jobs", "cache_dir", "progress")
+_RUN_KEYS = ("n_jobs", "cache_dir", "progress", "backend", "scheduler")
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -71,8 +71,8 @@ def apply_models(
 
     Args:
         cases: the new cohort.
-        cfg: the apply run's config; only ``extraction.n_jobs``, ``extraction.cache_dir`` and
-            ``extraction.progress`` are taken from it; every feature setting comes from the training run.
+        cfg: the apply run's config; only ``extraction.n_jobs``, ``cache_dir``, ``progress``, ``backend``
+            and ``scheduler`` are taken from it; every feature setting comes from the training run.
         model_dir: run directory of the training experiment.
         out_dir: output folder.
 

@@ -15,7 +15,8 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,63 @@ def _worker(
     return extract_case(case, params, regions, mask_variant, perturb_mm, crop_pad)
 
 
+BACKENDS = (None, "loky", "multiprocessing", "dask", "ray")
+"""Joblib backends for :func:`extract_cohort`; not ``threading``: pyradiomics is not thread-safe."""
+
+
+@contextmanager
+def parallel_backend(backend: str | None = None, scheduler: str | None = None) -> Iterator[None]:
+    """The joblib backend of the extraction over cases: local processes, a Dask cluster or a Ray cluster.
+
+    Cases are independent, so extraction scales out with joblib's pluggable backends and nothing else
+    changes: ``dask`` sends each case to a ``distributed`` worker (a ``dask-jobqueue`` ``SLURMCluster`` or
+    ``dask-scheduler`` + ``dask-worker`` on the nodes; the images must be readable there at the same path),
+    ``ray`` to a Ray cluster. A client this function starts is closed afterwards.
+
+    Args:
+        backend: see :func:`extract_cohort`.
+        scheduler: see :func:`extract_cohort`.
+    """
+    from joblib import parallel_config
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}: expected one of {BACKENDS}")
+    if backend is None:
+        yield
+        return
+    owned = None
+    if backend == "dask":
+        try:
+            from distributed import Client, get_client
+        except ImportError as exc:
+            raise ImportError(
+                'backend="dask" needs dask.distributed: pip install "her2mri[distributed]"'
+            ) from exc
+        if scheduler is not None:
+            owned = Client(scheduler)
+        else:
+            try:
+                get_client()
+            except ValueError:
+                # one thread per worker process: pyradiomics is not thread-safe
+                owned = Client(processes=True, threads_per_worker=1, dashboard_address=None)
+    elif backend == "ray":
+        try:
+            import ray
+            from ray.util.joblib import register_ray
+        except ImportError as exc:
+            raise ImportError('backend="ray" needs Ray: pip install "ray[default]"') from exc
+        register_ray()
+        if not ray.is_initialized():
+            ray.init(address=scheduler)
+    try:
+        with parallel_config(backend=backend):
+            yield
+    finally:
+        if owned is not None:
+            owned.close()
+
+
 def extract_cohort(
     cases: Sequence[RadiomicsCase],
     params: str | Path | Mapping[str, Any],
@@ -304,6 +362,8 @@ def extract_cohort(
     n_jobs: int = 1,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    backend: str | None = None,
+    scheduler: str | None = None,
 ) -> pd.DataFrame:
     """Feature table of a cohort (rows: pid, columns: features), extracted in parallel and cached.
 
@@ -317,6 +377,13 @@ def extract_cohort(
         n_jobs: joblib processes (1: in-process).
         cache_dir: folder of cached tables ``radiomics_<key>.pkl``; None: no cache.
         progress: show a tqdm progress bar.
+        backend: joblib backend: None (joblib's default, local processes), ``loky``,
+            ``multiprocessing``, ``dask`` (a Dask cluster: ``pip install "her2mri[distributed]"``) or
+            ``ray`` (``pip install "ray[default]"``); see :func:`parallel_backend`. Not ``threading``:
+            pyradiomics is not thread-safe (start Dask workers with ``--nthreads 1``).
+        scheduler: ``backend="dask"``: address of the Dask scheduler (``tcp://host:8786``, e.g. of a
+            dask-jobqueue SLURM cluster); None: the current client, else a local cluster.
+            ``backend="ray"``: the Ray address (None: ``ray.init()`` default).
     """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
@@ -338,9 +405,10 @@ def extract_cohort(
     jobs = (delayed(_worker)(c, p, regions, mask_variant, perturb_mm, crop_pad) for c in cases)
     bar = tqdm(total=len(cases), desc=f"radiomics ({mask_variant})", disable=not progress)
     rows = []
-    for feats in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
-        rows.append(feats)
-        bar.update(1)
+    with parallel_backend(backend, scheduler):
+        for feats in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+            rows.append(feats)
+            bar.update(1)
     bar.close()
     df = pd.DataFrame(rows, index=pd.Index([c.pid for c in cases], name="pid"))
     if df.isna().any().any():

@@ -116,6 +116,8 @@ def build_feature_table(
             n_jobs=int(_cfg(ex, "n_jobs", 1)),
             cache_dir=ex.get("cache_dir"),
             progress=bool(_cfg(ex, "progress", True)),
+            backend=ex.get("backend"),
+            scheduler=ex.get("scheduler"),
         )
         tables.append(extract_cohort(cases, params, spec, **common))
         if retest:
