@@ -153,7 +153,7 @@ def test_conformal_json_round_trip_and_errors():
         fit_conformal([0, 1], [0.2, 0.8], mode="mondrian")
 
 
-# ---------------------------------------------------------------------------------------------- unpaired DeLong
+# ------------------------------------------------------------------------------------------- unpaired DeLong
 def _direct_delong_variance(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
     """AUC and DeLong variance from the pairwise kernel written out (DeLong et al. 1988, section 2)."""
     pos, neg = s[y == 1], s[y == 0]
@@ -171,7 +171,7 @@ def _unpaired_example(df: pd.DataFrame) -> tuple[np.ndarray, ...]:
 
 
 def test_unpaired_delong_equals_the_direct_formula(df):
-    """pROC roc.test(paired = FALSE) written out independently (R is not installed here; see the R test)."""
+    """pROC roc.test(paired = FALSE) written out independently of her2mri's midrank DeLong."""
     y1, s1, y2, s2 = _unpaired_example(df)
     r = delong_test_unpaired(y1, s1, y2, s2)
     a1, v1 = _direct_delong_variance(y1, s1)
@@ -195,9 +195,8 @@ def test_unpaired_delong_equals_the_direct_formula(df):
 def test_unpaired_delong_matches_r_roc_test(df, ref):
     if "delong_unpaired" not in ref:
         pytest.skip(
-            "tests/data/r_reference.json has no delong_unpaired block yet: R was not installed when this "
-            "test was written; run tools/make_r_reference.py where R + pROC are installed to add it "
-            "(test_unpaired_delong_equals_the_direct_formula checks the same formula meanwhile)"
+            "tests/data/r_reference.json has no delong_unpaired block: regenerate it with "
+            "tools/make_r_reference.py where R + pROC are installed"
         )
     y1, s1, y2, s2 = _unpaired_example(df)
     r = delong_test_unpaired(y1, s1, y2, s2)
