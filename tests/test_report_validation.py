@@ -241,8 +241,18 @@ def test_explicit_cohorts_when_two_cohorts_reuse_patient_ids(runs, tmp_path):
     e["pid"] = [f"P{i:03d}" for i in range(len(e))]  # the internal test set's ids
     e.to_csv(clash / "predictions" / "test_patients.csv", index=False)
     args = [str(internal), str(clash), "--out", str(tmp_path / "r"), "--n-boot", "20"]
-    assert report_main([*args, "--cohorts", "ISPY2,Duke"]) == 0
+    # a clinical CSV with a cohort column tells the patients of the two centres apart
+    ids = [f"P{i:03d}" for i in range(90)]
+    clin = pd.DataFrame(
+        {"cohort": ["ISPY2"] * 90 + ["Duke"] * 90, "pid": ids + ids, "age": [40] * 90 + [70] * 90}
+    )
+    clin.to_csv(tmp_path / "clin.csv", index=False)
+    assert report_main([*args, "--cohorts", "ISPY2,Duke", "--clinical", str(tmp_path / "clin.csv")]) == 0
     doc = json.loads((tmp_path / "r" / "report.json").read_text())
     assert [c["name"] for c in doc["cohorts"]["cohorts"]] == ["ISPY2", "Duke"]
     assert doc["cohorts"]["sources"]["Duke: ext_same_ids"]["metrics"]["n"] == 90
+    duke = doc["subgroups"]["sources"]["Duke: ext_same_ids"]
+    assert [(r["level"], r["n"]) for r in duke if r["variable"] == "age band"] == [(">=50", 90)]
+    ispy = doc["subgroups"]["sources"]["ISPY2: thda_resnet34"]
+    assert [(r["level"], r["n"]) for r in ispy if r["variable"] == "age band"] == [("<50", 80)]
     assert report_main([*args, "--cohorts", "a,b,c"]) == 2

@@ -115,6 +115,7 @@ def _validation_sections(
             models, groups, names, threshold=threshold, n_boot=n_boot, seed=seed, conf_level=conf_level
         )
         labelled = {f"{names[c]}: {models[i].name}": models[i] for c, g in enumerate(groups) for i in g}
+        cohort_of = {f"{names[c]}: {models[i].name}": names[c] for c, g in enumerate(groups) for i in g}
         thresholds = {k: v["metrics"]["threshold"] for k, v in report["cohorts"]["sources"].items()}
         report["warnings"].append(
             f"{len(groups)} cohorts on disjoint patients ({', '.join(names)}): the paired sections above "
@@ -123,6 +124,7 @@ def _validation_sections(
         )
     else:
         labelled = {s.name: s for s in models}
+        cohort_of = {s.name: names[0] for s in models}
         thresholds = {k: v["metrics"]["threshold"] for k, v in report["models"].items()}
     recal = recalibration_section(labelled, conf_level)
     if recal:
@@ -137,6 +139,7 @@ def _validation_sections(
         age_edges=age_bands,
         columns=subgroups,
         conf_level=conf_level,
+        cohort_of=cohort_of,
     )
     if any(sub["sources"].values()):
         report["subgroups"] = sub

@@ -292,7 +292,11 @@ def recalibration_section(labelled: Mapping[str, ModelSource], conf_level: float
 
 # ----------------------------------------------------------------------------------------------- clinical
 def read_clinical_csv(path: str | Path) -> pd.DataFrame:
-    """A per-patient clinical table (``pid`` + any columns), as strings; ``DataError`` naming the file."""
+    """A per-patient clinical table (``pid`` + any columns), as strings; ``DataError`` naming the file.
+
+    With a ``cohort`` column (the report's cohort names) the rows are matched on ``(cohort, pid)``, so two
+    cohorts may reuse the same patient ids.
+    """
     from her2mri.data.errors import DataError
 
     path = Path(path)
@@ -306,9 +310,12 @@ def read_clinical_csv(path: str | Path) -> pd.DataFrame:
     if "pid" not in df.columns:
         raise DataError(f"{path}: a clinical CSV needs a 'pid' column; found {list(df.columns)}.")
     df["pid"] = df["pid"].str.strip()
-    dup = df["pid"].duplicated(keep=False)
+    keys = ["cohort", "pid"] if "cohort" in df.columns else ["pid"]
+    dup = df.duplicated(subset=keys, keep=False)
     if dup.any():
-        raise DataError(f"{path}: duplicate pid {sorted(set(df.loc[dup, 'pid']))[:5]}; one row per patient.")
+        raise DataError(
+            f"{path}: duplicate {'/'.join(keys)} {sorted(set(df.loc[dup, 'pid']))[:5]}; one row per patient."
+        )
     return df.replace({"": np.nan})
 
 
@@ -333,12 +340,13 @@ def _patients_frame(
                     rows.append(
                         {
                             "pid": pid,
+                            "cohort": cname,
                             "group": gname,
                             "HER2 status": "positive" if pred.labels[k] else "negative",
                             "site": site,
                         }
                     )
-    df = pd.DataFrame(rows, columns=["pid", "group", "HER2 status", "site"])
+    df = pd.DataFrame(rows, columns=["pid", "cohort", "group", "HER2 status", "site"])
     if df["site"].isna().all():
         df = df.drop(columns="site")
     return df
@@ -354,12 +362,13 @@ def table1_section(
     df = _patients_frame(sources, groups, names)
     notes: list[str] = []
     if clinical is not None:
-        extra = [c for c in clinical.columns if c != "pid" and c not in df.columns]
-        df = df.merge(clinical[["pid", *extra]], on="pid", how="left")
+        keys = ["pid", "cohort"] if "cohort" in clinical.columns else ["pid"]
+        extra = [c for c in clinical.columns if c not in keys and c not in df.columns]
+        df = df.merge(clinical[[*keys, *extra]], on=keys, how="left")
         unmatched = int(df[extra].isna().all(axis=1).sum()) if extra else 0
         if unmatched:
             notes.append(f"{unmatched} patient row(s) have no clinical data (pid not in the clinical CSV)")
-    table = table_one(df, "group", [c for c in df.columns if c not in ("pid", "group")])
+    table = table_one(df, "group", [c for c in df.columns if c not in ("pid", "cohort", "group")])
     groups_order = [
         c
         for c in table.columns
@@ -377,6 +386,7 @@ def subgroup_section(
     age_edges: Sequence[float] = DEFAULT_AGE_BANDS,
     columns: Sequence[str] = (),
     conf_level: float = 0.95,
+    cohort_of: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Subgroup AUC and sensitivity/specificity at each source's locked threshold by site, age, columns.
 
@@ -388,6 +398,7 @@ def subgroup_section(
         age_edges: age band edges.
         columns: further clinical columns to divide by (each level a subgroup).
         conf_level: confidence level.
+        cohort_of: source label -> cohort name (used when the clinical CSV has a ``cohort`` column).
 
     Returns:
         ``{label: [rows of subgroup_table]}`` and ``notes``.
@@ -408,7 +419,10 @@ def subgroup_section(
         if s.test.sites is not None:
             rows += subgroup_table(y, p, list(s.test.sites), thr, "site", conf_level)
         if clinical is not None:
-            lookup = clinical.set_index("pid")
+            rows_c = clinical
+            if "cohort" in clinical.columns and cohort_of is not None:
+                rows_c = clinical[clinical["cohort"] == cohort_of.get(label)]
+            lookup = rows_c.set_index("pid")
             if age_col in clinical.columns:
                 ages = [lookup[age_col].get(pid) for pid in s.test.pids]
                 rows += subgroup_table(y, p, age_bands(ages, age_edges), thr, f"{age_col} band", conf_level)
