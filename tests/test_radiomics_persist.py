@@ -96,3 +96,51 @@ def test_best_column_selector_and_separation() -> None:
         BestColumnSelector("zz_").fit(X, y)
     assert separation(X[["sig_good"]].assign(sig_good=y * 3.0 + rng.uniform(0, 1, 60)), y)
     assert not separation(X[["age", "sig_weak"]], y)
+
+
+def test_run_clinical_separation_warning_ridge_and_target_axis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Separated clinical data: a warning, finite ridge estimates, and a nomogram axis naming the target."""
+    import her2mri.stats.nomogram as nomo
+    from her2mri.radiomics.clinical_fusion import run_clinical, target_name
+    from her2mri.radiomics.evaluate import SignatureResult
+
+    rng = np.random.default_rng(5)
+    n = 40
+    pids = pd.Index([f"p{i}" for i in range(n)])
+    y = pd.Series(np.r_[np.zeros(20), np.ones(20)].astype(int), index=pids)
+    frame = pd.DataFrame(
+        {"age": np.where(y == 1, 60.0, 40.0) + rng.uniform(0, 5, n), "HR": rng.integers(0, 2, n)}
+    )
+    frame.index = pids
+    split = pd.Series(["train"] * 30 + ["test"] * 10, index=pids)
+    split.iloc[[0, 1, 38, 39]] = ["test", "test", "train", "train"]
+    prob = np.clip(0.5 + 0.3 * (y.to_numpy() - 0.5) + 0.2 * rng.normal(size=n), 0.01, 0.99)
+    tr, te = split.index[split == "train"], split.index[split == "test"]
+    sig = SignatureResult(
+        "sig",
+        pd.DataFrame({"pid": tr, "label": y[tr], "prob": pd.Series(prob, index=pids)[tr]}),
+        pd.DataFrame({"pid": te, "label": y[te], "prob": pd.Series(prob, index=pids)[te]}),
+        {"val/auroc_patient": 0.8},
+        None,
+    )
+    seen: dict[str, str] = {}
+    real_plot = nomo.plot_nomogram
+
+    def spy(nom, **kw):  # noqa: ANN001, ANN003, ANN202
+        seen.update(kw)
+        return real_plot(nom, **kw)
+
+    monkeypatch.setattr(nomo, "plot_nomogram", spy)
+    cfg = {"variables": ["age", "HR"], "combine_with": "best"}
+    target = target_name({"kind": "low_vs_zero"})
+    with pytest.warns(UserWarning, match="completely separated"):
+        info = run_clinical(frame, y, split, {"sig": sig}, cfg, tmp_path, 3, 0, target=target)
+    assert target == "HER2-low" and seen["risk_label"] == "Risk of HER2-low"
+    assert (tmp_path / "combined" / "nomogram.png").is_file() and info["separation"]
+    lr = info["results"]["clinical"].estimator[-1]
+    assert np.all(np.isfinite(lr.coef_)) and np.abs(lr.coef_).max() < 5  # ridge keeps it finite and moderate
+    assert info["combined_with"] == ["sig"] and "age" in info["clinical_selected"]
+    with pytest.raises(ValueError, match="clinical.penalty"):
+        run_clinical(frame, y, split, {}, {**cfg, "penalty": "firth"}, tmp_path, 3, 0)
