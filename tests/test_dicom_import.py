@@ -353,7 +353,7 @@ def test_dce_found_among_other_series(tmp_path):
     )
 
 
-def test_cohort_skip_bad_study_and_several_patients(tmp_path):
+def test_cohort_skip_bad_study_and_several_patients(tmp_path, caplog):
     _write(tmp_path, "series", pid="GOOD-1")
     bad, _ = _write(tmp_path, "temporal", pid="BAD-1")
     first = _files(bad)[0]
@@ -362,8 +362,12 @@ def test_cohort_skip_bad_study_and_several_patients(tmp_path):
     ds.save_as(first)
     with pytest.raises(DataError, match="different Patient IDs"):
         import_cohort(tmp_path / "src", tmp_path / "out")
-    manifest = import_cohort(tmp_path / "src", tmp_path / "out", on_error="skip")
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"patient_id": ["SOMEONE-ELSE"], "label": [1]}).to_csv(labels, index=False)
+    manifest = import_cohort(tmp_path / "src", tmp_path / "out", on_error="skip", labels_csv=labels)
     assert list(pd.read_csv(manifest)["case_id"]) == ["GOOD-1"]
+    assert "1 case(s) have no row in" in caplog.text and "GOOD-1" in caplog.text
+    assert "skipped:" in caplog.text and "different Patient IDs" in caplog.text
     assert json.loads((tmp_path / "out" / "import_report.json").read_text())["failed"] == 1
     with pytest.raises(ValueError, match="on_error="):
         import_cohort(tmp_path / "src", tmp_path / "out", on_error="ignore")

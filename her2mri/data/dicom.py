@@ -410,6 +410,7 @@ def import_cohort(
     rows: list[dict[str, Any]] = []
     reports: list[dict[str, Any]] = []
     seen: dict[str, Path] = {}
+    unlabelled: list[str] = []
     n_failed = 0
     iterator: Any = studies
     if show_progress:
@@ -439,6 +440,8 @@ def import_cohort(
         if row["case_id"] in seen:
             raise DataError(f"{study}: case id {row['case_id']} already imported from {seen[row['case_id']]}")
         seen[row["case_id"]] = study
+        if labels and pid not in labels:
+            unlabelled.append(row["case_id"])
         for col, val in labels.get(pid, {}).items():
             row[col] = val
         if pseudonymize:
@@ -447,6 +450,13 @@ def import_cohort(
         reports.append(report)
     if not rows:
         raise DataError(f"{src}: no study could be imported ({n_failed} failed)")
+    if unlabelled:
+        log.warning(
+            "%d case(s) have no row in %s (label left empty): %s",
+            len(unlabelled),
+            labels_csv,
+            ", ".join(unlabelled[:10]),
+        )  # case ids only: pseudonyms when pseudonymizing
     manifest = out / "manifest.csv"
     tmp = manifest.with_name(".manifest.csv.tmp")
     pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(tmp, index=False)
