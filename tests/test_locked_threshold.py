@@ -11,7 +11,8 @@ import torch
 from _helpers import compose_config, synthetic_overrides
 
 from her2mri.runs.outputs import read_patient_predictions
-from her2mri.training.metrics import binary_metrics, youden_threshold
+from her2mri.stats.thresholds import youden_threshold
+from her2mri.training.metrics import binary_metrics
 from her2mri.training.threshold import choose_threshold, resolve_threshold, sensitivity_threshold
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -21,7 +22,7 @@ def test_rules_on_known_scores():
     y = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 1])
     p = np.array([0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.6, 0.7, 0.8, 0.9])
     lt = choose_threshold(p, y)
-    assert lt.rule == "youden" and lt.value == pytest.approx(youden_threshold(p, y))
+    assert lt.rule == "youden" and lt.value == pytest.approx(youden_threshold(y, p))
     assert lt.value == pytest.approx(0.5)  # 0.4 | 0.6: sens 0.8, spec 1.0 (J = 0.8, the best)
     assert (lt.val_sensitivity, lt.val_specificity, lt.n_val, lt.n_pos) == (0.8, 1.0, 10, 5)
     st = choose_threshold(p, y, rule="sensitivity", target_sensitivity=1.0)
@@ -59,7 +60,7 @@ def test_training_stores_and_eval_and_report_apply_it(tiny_run, synthetic_cohort
     assert stored == payload["locked_threshold"] and stored["rule"] == "youden"
     val = read_patient_predictions(run / "predictions" / "val_patients.csv")
     # the stored value is the Youden threshold of the best checkpoint's validation patients
-    assert stored["value"] == pytest.approx(youden_threshold(val.probs, val.labels), abs=1e-12)
+    assert stored["value"] == pytest.approx(youden_threshold(val.labels, val.probs), abs=1e-12)
     assert payload["metrics"]["val/threshold_locked"] == pytest.approx(stored["value"])
     test = read_patient_predictions(run / "predictions" / "test_patients.csv")
     acc = binary_metrics(test.probs, test.labels, stored["value"])["accuracy"]

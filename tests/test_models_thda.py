@@ -116,7 +116,7 @@ def test_fusion_modes(fusion, factor):
 def test_fusion_mlp_score_and_bad_mode():
     model = thda(fusion_hidden=16)
     assert isinstance(model.fusion.score, nn.Sequential)
-    with pytest.raises(ValueError, match="did you mean 'attention'"):
+    with pytest.raises(ValueError, match="Did you mean 'attention'"):
         thda(fusion="attn")
 
 

@@ -28,9 +28,16 @@ def test_matches_r(df, ref, col, g, key):
     assert h.expected == pytest.approx(r["expected1"], abs=1e-9)
 
 
-def test_rounded_probabilities_exercise_the_right_closed_bins(df, ref):
-    # values equal to a break belong to the lower group: unequal group sizes prove the boundary rule matters
-    assert len(set(ref["hoslem"]["prob_rounded_g10"]["counts"])) > 1
+def test_rounded_probabilities_fall_in_right_closed_bins(df):
+    """A value equal to a break belongs to the lower group (hoslem.test's cut(..., include.lowest = TRUE))."""
+    p = df["prob_rounded"].to_numpy()
+    h = hosmer_lemeshow(df["y"], p, g=10)
+    inner = h.breaks[1:-1]
+    assert any(np.any(p == b) for b in inner)  # the rounded data put values exactly on breaks
+    right_closed = np.searchsorted(inner, p, side="left")  # group index with (lo, hi] bins
+    left_closed = np.searchsorted(inner, p, side="right")  # [lo, hi) bins
+    assert h.count.tolist() == np.bincount(right_closed, minlength=h.n_groups).tolist()
+    assert h.count.tolist() != np.bincount(left_closed, minlength=h.n_groups).tolist()
 
 
 def test_tied_probabilities_warn_and_keep_df():

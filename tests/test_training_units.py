@@ -11,9 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from her2mri.runs.outputs import read_patient_predictions, write_metrics_json, write_predictions
+from her2mri.stats.thresholds import youden_threshold
 from her2mri.training.aggregation import aggregate_patients, collect_slices
 from her2mri.training.losses import FocalLoss, balanced_class_weights, build_loss
-from her2mri.training.metrics import binary_metrics, youden_threshold
+from her2mri.training.metrics import binary_metrics
 from her2mri.training.schedulers import cosine_with_warmup
 
 
@@ -73,9 +74,12 @@ def test_metrics_known_values_and_nan_when_undefined():
     assert math.isnan(one["auroc"]) and math.isnan(one["sensitivity"]) and one["specificity"] == 0.5
     with pytest.raises(ValueError, match="threshold=1.5"):
         binary_metrics(np.array([0.2]), np.array([0]), threshold=1.5)
-    thr = youden_threshold(np.array([0.1, 0.2, 0.6, 0.7]), np.array([0, 0, 1, 1]))
+    thr = youden_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.6, 0.7]))
     assert 0.2 < thr <= 0.6
     assert binary_metrics(np.array([0.1, 0.2, 0.6, 0.7]), np.array([0, 0, 1, 1]), thr)["accuracy"] == 1.0
+    # the one rule (>=): a probability equal to the threshold is positive
+    at = binary_metrics(np.array([0.3, 0.5]), np.array([0, 1]), 0.5)
+    assert at["sensitivity"] == 1.0 and at["specificity"] == 1.0
 
 
 def test_losses():

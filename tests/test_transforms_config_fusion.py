@@ -12,7 +12,8 @@ import pytest
 from her2mri.data.errors import DataError
 from her2mri.data.fusion import FuseRGB, quantize_uint8
 from her2mri.data.phases import SelectPhases
-from her2mri.data.preprocess_config import NORMALIZATIONS, PreprocessConfig, check_choice
+from her2mri.data.preprocess_config import NORMALIZATIONS, PreprocessConfig
+from her2mri.options import check_choice
 
 
 def test_defaults_follow_architecture():

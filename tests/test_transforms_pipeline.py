@@ -44,6 +44,17 @@ def test_shapes_and_dtypes(views, shape):
     f16 = preprocess_case(phases, mask, SPACING, _cfg(views=views, cache_dtype="float16"))
     assert f16.images.dtype == np.float16
     np.testing.assert_allclose(f16.images.astype(np.float32) * 255, out.images, atol=0.6)
+    # values: the enhancing tumour is brighter than its surroundings in G (early) and B (late), not in R (pre)
+    centre = out.images if views == "single" else out.images[:, 1]
+    inside = out.masks.astype(bool)
+    assert inside.any() and (~inside).any()
+    for channel, brighter in ((0, False), (1, True), (2, True)):
+        gap = centre[:, channel][inside].mean() - centre[:, channel][~inside].mean()
+        assert (gap > 40) if brighter else (abs(gap) < 40), (channel, gap)
+    single = preprocess_case(phases, mask, SPACING, _cfg(views="single"))
+    assert np.array_equal(centre, single.images)  # the centre view is the single-view image
+    if views == "adjacent":  # view 0 of slice k is the centre view of slice k-1 (same crop window)
+        assert np.array_equal(out.images[1:, 0], single.images[:-1])
 
 
 def test_equals_full_volume_normalisation_then_crop():

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import MapTransform, Randomizable
 
-from her2mri.data.preprocess_config import check_choice
+from her2mri.options import check_choice
 
 INTENSITY_MODES: tuple[str, ...] = ("joint", "per_phase")
 AUG_MODES: tuple[str, ...] = ("bilinear", "nearest")

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from her2mri.data.errors import DataError
-from her2mri.data.preprocess_config import CROP_MODES, check_choice
+from her2mri.data.preprocess_config import CROP_MODES
+from her2mri.options import check_choice
 
 BBOX_SOURCES: tuple[str, ...] = ("volume", "slice")
 RESIZE_MODES: tuple[str, ...] = ("bilinear", "nearest")

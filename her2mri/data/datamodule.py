@@ -20,9 +20,10 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from her2mri.data.dataset import SliceDataset, seed_worker
 from her2mri.data.prepare import prepare_cohort
-from her2mri.data.preprocess_config import PreprocessConfig, check_choice
+from her2mri.data.preprocess_config import PreprocessConfig
 from her2mri.data.records import CaseRecord
 from her2mri.data.splits import SPLIT_NAMES, kfold_split, official_split
+from her2mri.options import check_choice
 
 SOURCES: tuple[str, ...] = ("breastdcedl", "manifest", "rgb_slices")
 SPLIT_MODES: tuple[str, ...] = ("official", "kfold")

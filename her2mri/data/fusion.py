@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from her2mri.data.errors import DataError
-from her2mri.data.preprocess_config import check_choice
+from her2mri.options import check_choice
 
 FUSION_DTYPES: tuple[str, ...] = ("float32", "float16", "uint8")
 CHANNEL_DIMS: tuple[str, ...] = ("first", "last")

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from her2mri.data.errors import DataError, DataWarning
-from her2mri.data.preprocess_config import NORMALIZATIONS, STATS_SCOPES, check_choice
+from her2mri.data.preprocess_config import NORMALIZATIONS, STATS_SCOPES
+from her2mri.options import check_choice
 
 PHASE_NAMES: tuple[str, str, str] = ("pre", "early", "late")
 NORMALIZE_STATS_MASKS: tuple[str, ...] = ("none", "foreground", "supplied")

@@ -1,4 +1,4 @@
-"""Preprocessing configuration (:class:`PreprocessConfig`) and the option look-up helper.
+"""Preprocessing configuration (:class:`PreprocessConfig`) and its valid option names.
 
 The Hydra group ``preprocess/`` maps 1:1 on the fields of :class:`PreprocessConfig`; ``key()`` is the stable
 hash the slice cache uses, so any change of a field gives a new cache entry.
@@ -7,7 +7,6 @@ hash the slice cache uses, so any change of a field gives a new cache entry.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import json
 import math
@@ -15,6 +14,8 @@ import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from her2mri.options import check_choice
 
 NORMALIZATIONS: tuple[str, ...] = (
     "minmax_slice",
@@ -34,34 +35,6 @@ SLICE_SELECTIONS: tuple[str, ...] = ("central", "largest", "all", "spread")
 CROP_MODES: tuple[str, ...] = ("pixels", "mm")
 VIEWS: tuple[str, ...] = ("single", "adjacent", "scales")
 CACHE_DTYPES: tuple[str, ...] = ("uint8", "float16")
-
-
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a ValueError suggesting the closest name.
-
-    Every string option of the preprocessing transforms goes through this helper, so all messages look alike.
-
-    Args:
-        name: argument name, quoted in the message.
-        value: the value given.
-        choices: the valid names.
-
-    Returns:
-        The value, unchanged.
-
-    Raises:
-        ValueError: ``value`` is not a string among ``choices``; the message names the argument, the value,
-            the closest valid name (difflib) and all valid names.
-
-    Example:
-        >>> check_choice("views", "single", VIEWS)
-        'single'
-    """
-    if isinstance(value, str) and value in choices:
-        return value
-    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"{name}={value!r} is not valid.{hint} Valid values: {', '.join(choices)}.")
 
 
 def _check_number(name: str, value: Any, low: float, high: float, *, integer: bool = False) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from her2mri.data.errors import DataError
-from her2mri.data.preprocess_config import SLICE_SELECTIONS, check_choice
+from her2mri.data.preprocess_config import SLICE_SELECTIONS
+from her2mri.options import check_choice
 
 
 class SelectSlices:

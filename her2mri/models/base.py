@@ -15,21 +15,11 @@ type:
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from torch import Tensor, nn
 
-__all__ = ["Her2Model", "check_choice", "check_drop_rate", "check_num_classes"]
-
-
-def check_choice(name: str, value: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise a ValueError naming the closest choice."""
-    if value in choices:
-        return value
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}{hint}")
+__all__ = ["Her2Model", "check_drop_rate", "check_num_classes"]
 
 
 def check_num_classes(num_classes: int) -> int:

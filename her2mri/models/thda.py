@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from her2mri.models.attention import DualAttention
-from her2mri.models.base import Her2Model, check_choice
+from her2mri.models.base import Her2Model
 from her2mri.models.registry import register_model
 from her2mri.models.weights import build_model
+from her2mri.options import check_choice
 
 __all__ = ["FUSION_MODES", "HeadFusion", "THDAResNet", "thda_resnet18", "thda_resnet34"]
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from her2mri.options import check_choice
 from her2mri.radiomics.cases import RadiomicsCase, from_case_record, read_manifest
 
 SOURCES = ("synthetic", "breastdcedl", "manifest")
@@ -25,7 +26,7 @@ def load_cases(cohort: dict[str, Any], cache_dir: str | Path) -> list[RadiomicsC
         cohort: the ``cohort`` config section.
         cache_dir: where a synthetic cohort is written when ``cohort.root`` is null.
     """
-    source = cohort.get("source", "synthetic")
+    source = check_choice("cohort.source", cohort.get("source", "synthetic"), SOURCES)
     phases = tuple(cohort.get("phases") or ("early", "wash_out"))
     if source == "manifest":
         if not cohort.get("manifest"):
@@ -51,8 +52,6 @@ def load_cases(cohort: dict[str, Any], cache_dir: str | Path) -> list[RadiomicsC
                 raise ValueError("cohort.source=breastdcedl needs cohort.root and cohort.metadata_csv")
             records = load_breastdcedl(cohort["root"], cohort["metadata_csv"], require_label=False)
         cases = [from_case_record(r, phases) for r in records if r.mask_path is not None]
-    else:
-        raise ValueError(f"cohort.source={source!r}: expected one of {SOURCES}")
     limit = cohort.get("limit")
     return cases[: int(limit)] if limit else cases
 

@@ -29,6 +29,8 @@ from typing import Any
 import lightning as L
 from omegaconf import DictConfig
 
+from her2mri.options import check_choice
+
 log = logging.getLogger(__name__)
 
 CRASH_MODES: tuple[str, ...] = ("kill", "raise")
@@ -143,8 +145,7 @@ class CrashAtEpoch(L.Callback):
         super().__init__()
         if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
             raise ValueError(f"epoch={epoch!r} must be an integer >= 1")
-        if mode not in CRASH_MODES:
-            raise ValueError(f"mode={mode!r} is not valid. Valid values: {', '.join(CRASH_MODES)}.")
+        check_choice("mode", mode, CRASH_MODES)
         self.epoch, self.mode = epoch, mode
 
     def on_train_batch_start(

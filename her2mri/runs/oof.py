@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from her2mri.options import check_choice
+
 __all__ = ["OOF_CI_METHODS", "PooledOOF", "pooled_oof_auc"]
 
 OOF_CI_METHODS: tuple[str, ...] = ("delong", "bootstrap")
@@ -89,8 +91,7 @@ def pooled_oof_auc(
 
     from her2mri import stats
 
-    if method not in OOF_CI_METHODS:
-        raise ValueError(f"method must be one of {list(OOF_CI_METHODS)}; got {method!r}.")
+    check_choice("method", method, OOF_CI_METHODS)
     if len(run_dirs) != len(folds):
         raise ValueError(f"run_dirs ({len(run_dirs)}) and folds ({len(folds)}) differ in length.")
     out = PooledOOF(seed=seed, folds=sorted(int(f) for f in folds), method=method, conf_level=conf_level)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from her2mri.data.build import build_datamodule, preprocess_from_cfg
 from her2mri.data.errors import DataError
+from her2mri.options import check_choice
 from her2mri.training.aggregation import PatientPredictions, SlicePredictions
 
 #: data settings that change the image values and are therefore taken from the checkpoint by evaluate()
@@ -54,9 +55,7 @@ def check_split(split: str) -> str:
     Raises:
         ValueError: another value.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r} is not valid. Valid values: {', '.join(SPLITS)}.")
-    return split
+    return check_choice("split", split, SPLITS)
 
 
 def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:

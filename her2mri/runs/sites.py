@@ -41,7 +41,7 @@ def site_metrics(
         patients: aggregated patient predictions (labels < 0 = unknown are left out of the metrics).
         sites: ``pid -> site``; None or no known site gives an empty dict.
         stage: the metric prefix (``test``, ``all``...).
-        threshold: decision threshold (``prob > threshold`` is positive).
+        threshold: decision threshold (``prob >= threshold`` is positive).
 
     Returns:
         ``{"<stage>/site_<site>/<metric>_patient": value, "<stage>/site_<site>/n_patients": n}``.

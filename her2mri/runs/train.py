@@ -34,8 +34,9 @@ from her2mri.data.build import build_datamodule, preprocess_from_cfg, sites_of
 from her2mri.io_utils import clean_stale_temps
 from her2mri.runs.outputs import write_metrics_json, write_predictions
 from her2mri.runs.sites import site_metrics
+from her2mri.stats.thresholds import youden_or_nan
 from her2mri.training.checkpoint_io import resolve_resume_checkpoint
-from her2mri.training.metrics import binary_metrics, prefixed, youden_threshold
+from her2mri.training.metrics import binary_metrics, prefixed
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +394,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if "val" in module.predictions:
         _, val_patients = module.predictions["val"]
         metrics.update(
-            valthr_metrics(module, "test", youden_threshold(val_patients.probs, val_patients.labels))
+            valthr_metrics(module, "test", youden_or_nan(val_patients.labels, val_patients.probs))
         )
     locked = module.hparams.get("locked_threshold")
     metrics.update(_locked_metrics(module, "test", locked))

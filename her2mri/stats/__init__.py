@@ -35,6 +35,7 @@ from her2mri.stats.proportions import ProportionCI, wilson_ci
 from her2mri.stats.recalibration import RECALIBRATION_METHODS, Recalibrator, fit_recalibrator
 from her2mri.stats.thresholds import (
     ThresholdMetrics,
+    called_positive,
     metrics_at_threshold,
     metrics_at_youden,
     youden_threshold,
@@ -67,6 +68,7 @@ __all__ = [
     "brier_score",
     "build_nomogram",
     "calibration_curve",
+    "called_positive",
     "calibration_stats",
     "decision_curve",
     "delong_covariance",

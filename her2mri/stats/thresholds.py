@@ -1,6 +1,7 @@
-"""Threshold choice (validation Youden or fixed) and the confusion-matrix metrics with Wilson CIs.
+"""The threshold rule of her2mri, threshold choice (validation Youden or fixed) and metrics with Wilson CIs.
 
-Threshold rule: a patient is called **positive when ``score >= threshold``**.
+Threshold rule (the one rule of her2mri, used by the training metrics, the locked threshold, evaluation and
+the report): a case is called **positive when ``score >= threshold``** (:func:`called_positive`).
 
 Youden threshold (as pROC ``coords(roc, "best", best.method = "youden")``): the candidate thresholds are
 the midpoints between consecutive distinct validation scores; the chosen one maximises
@@ -69,6 +70,19 @@ class ThresholdMetrics:
         return out
 
 
+def called_positive(scores: Any, threshold: float) -> np.ndarray:
+    """The threshold rule: ``scores >= threshold`` (boolean array of the shape of ``scores``)."""
+    return np.asarray(scores, dtype=np.float64) >= float(threshold)
+
+
+def youden_or_nan(y_val: Any, score_val: Any) -> float:
+    """:func:`youden_threshold`, or NaN where it is undefined (one class, constant scores, no case)."""
+    try:
+        return youden_threshold(y_val, score_val)
+    except ValueError:
+        return float("nan")
+
+
 def youden_threshold(y_val: Any, score_val: Any) -> float:
     """Threshold maximising Youden's J on validation data (pROC midpoint convention).
 
@@ -112,7 +126,7 @@ def metrics_at_threshold(
     if not np.isfinite(threshold):
         raise ValueError(f"threshold must be finite; got {threshold!r}.")
     y, s = labels_and_scores(y_true, y_score, need_both_classes=False)
-    pred = s >= threshold
+    pred = called_positive(s, threshold)
     tp = int(np.sum(pred & (y == 1)))
     fp = int(np.sum(pred & (y == 0)))
     tn = int(np.sum(~pred & (y == 0)))

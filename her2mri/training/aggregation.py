@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from her2mri.options import check_choice
+
 AGGREGATIONS: tuple[str, ...] = ("median", "mean", "max")
 
 
@@ -125,10 +127,7 @@ def aggregate_patients(slices: SlicePredictions, method: str = "median") -> Pati
         >>> p.pids, p.probs.round(2).tolist(), p.n_slices.tolist()
         (('a', 'b'), [0.3, 0.9], [2, 1])
     """
-    if method not in AGGREGATIONS:
-        raise ValueError(
-            f"aggregation method={method!r} is not valid. Valid values: {', '.join(AGGREGATIONS)}."
-        )
+    check_choice("aggregation method", method, AGGREGATIONS)
     reduce = {"median": np.median, "mean": np.mean, "max": np.max}[method]
     pid_arr = np.asarray(slices.pids, dtype=str)
     if len(pid_arr) == 0:

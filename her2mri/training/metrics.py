@@ -1,11 +1,11 @@
 """Binary classification metrics at slice and patient level (torchmetrics functional API).
 
-Threshold rule: a case is called positive when its probability is ``> threshold`` (the torchmetrics
-convention); the default threshold is
-0.5, which, with the default class-balanced loss, corresponds to equal class priors. Because a fixed 0.5 on an
-imbalanced problem is a common error, every run also reports the test metrics at the *validation* Youden
-threshold (``stage/..._valthr`` keys, see :func:`youden_threshold`), chosen on validation patients only and
-then applied unchanged to the test patients. AUROC is threshold-free.
+Threshold rule: the one rule of her2mri, :func:`her2mri.stats.thresholds.called_positive`: a case is called
+positive when its probability is ``>= threshold``. The default threshold is 0.5, which, with the default
+class-balanced loss, corresponds to equal class priors. Because a fixed 0.5 on an imbalanced problem is a
+common error, every run also reports the test metrics at the *validation* Youden threshold
+(``stage/..._valthr`` keys, :func:`her2mri.stats.thresholds.youden_threshold`), chosen on validation patients
+only and then applied unchanged to the test patients. AUROC is threshold-free.
 
 Metrics that are undefined on the given data (AUROC or balanced accuracy with one class only, sensitivity
 without positives, specificity without negatives) are NaN, never a silent 0 or 0.5.
@@ -21,9 +21,10 @@ from torchmetrics.functional.classification import (
     binary_accuracy,
     binary_auroc,
     binary_recall,
-    binary_roc,
     binary_specificity,
 )
+
+from her2mri.stats.thresholds import called_positive
 
 METRIC_NAMES: tuple[str, ...] = ("auroc", "accuracy", "sensitivity", "specificity", "balanced_accuracy")
 
@@ -50,7 +51,7 @@ def binary_metrics(
     Args:
         probs: predicted positive-class probabilities.
         labels: true labels (0/1).
-        threshold: a case is called positive when its probability is above it, in [0, 1].
+        threshold: a case is called positive when its probability is ``>= threshold``, in [0, 1].
 
     Returns:
         A dict with the keys of :data:`METRIC_NAMES`; undefined values are NaN; all NaN when empty.
@@ -71,38 +72,14 @@ def binary_metrics(
         return dict.fromkeys(METRIC_NAMES, nan)
     n_pos = int((y == 1).sum())
     n_neg = int((y == 0).sum())
-    out = {"accuracy": float(binary_accuracy(p, y, threshold=threshold))}
-    out["sensitivity"] = float(binary_recall(p, y, threshold=threshold)) if n_pos else nan
-    out["specificity"] = float(binary_specificity(p, y, threshold=threshold)) if n_neg else nan
+    called = torch.from_numpy(called_positive(p.numpy(), threshold)).long()  # integer labels: no re-threshold
+    out = {"accuracy": float(binary_accuracy(called, y))}
+    out["sensitivity"] = float(binary_recall(called, y)) if n_pos else nan
+    out["specificity"] = float(binary_specificity(called, y)) if n_neg else nan
     out["auroc"] = float(binary_auroc(p, y)) if n_pos and n_neg else nan
     both = n_pos and n_neg
     out["balanced_accuracy"] = (out["sensitivity"] + out["specificity"]) / 2 if both else nan
     return {k: out[k] for k in METRIC_NAMES}
-
-
-def youden_threshold(probs: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor) -> float:
-    """Probability threshold that maximises Youden's J = sensitivity + specificity - 1 (ROC based).
-
-    The threshold returned lies half-way between the optimal ROC cut-off score and the next lower score, so
-    that the ``prob > threshold`` rule reproduces the optimal ROC point; ties in J go to the highest cut-off.
-    Returns NaN when only one class is present.
-
-    Args:
-        probs: predicted positive-class probabilities.
-        labels: true labels (0/1).
-
-    Returns:
-        The threshold, in [0, 1], or NaN.
-    """
-    p, y = _as_tensors(probs, labels)
-    if p.numel() == 0 or int((y == 1).sum()) == 0 or int((y == 0).sum()) == 0:
-        return float("nan")
-    fpr, tpr, thr = binary_roc(p, y)
-    j = (tpr - fpr).numpy()
-    thr_np = np.clip(thr.numpy(), 0.0, 1.0)  # descending
-    i = int(np.flatnonzero(j == j.max())[0])
-    lower = float(thr_np[i + 1]) if i + 1 < len(thr_np) else 0.0
-    return (float(thr_np[i]) + lower) / 2.0
 
 
 def prefixed(metrics: dict[str, float], stage: str, level: str, suffix: str = "") -> dict[str, float]:

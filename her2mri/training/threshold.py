@@ -4,8 +4,8 @@ Training chooses the threshold on the validation patients of each checkpoint's o
 the default, or ``sensitivity``: the highest threshold whose validation sensitivity reaches a target) and
 stores it in the checkpoint's hyper-parameters (``locked_threshold``) and in ``metrics.json``.
 ``her2mri-eval``, ``her2mri-report`` and ``her2mri-predict`` apply it by default; only when none is stored do
-they fall back to 0.5, with a warning. A case is positive when ``prob > threshold``
-(:mod:`her2mri.training.metrics`).
+they fall back to 0.5, with a warning. A case is positive when ``prob >= threshold`` (the one rule,
+:func:`her2mri.stats.thresholds.called_positive`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from her2mri.training.metrics import youden_threshold
+from her2mri.stats.thresholds import called_positive, youden_or_nan
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class LockedThreshold:
     """A threshold chosen on validation patients, with its provenance.
 
     Attributes:
-        value: the threshold (``prob > value`` is positive), or None when it could not be chosen (one class).
+        value: the threshold (``prob >= value`` is positive), or None when it could not be chosen (one class).
         rule: ``youden`` or ``sensitivity``.
         target_sensitivity: the target of rule ``sensitivity`` (None for ``youden``).
         n_val: validation patients it was chosen on; n_pos / n_neg: of which HER2-positive / negative.
@@ -59,10 +59,10 @@ class LockedThreshold:
 
 
 def sensitivity_threshold(probs: Any, labels: Any, target: float) -> float:
-    """The highest threshold at which ``prob > threshold`` reaches sensitivity ``target`` on these patients.
+    """The highest threshold at which ``prob >= threshold`` reaches sensitivity ``target`` on these patients.
 
     The value lies half-way between the last positive score that must be called positive and the next lower
-    score (0 below the lowest), like :func:`her2mri.training.metrics.youden_threshold`.
+    score (0 below the lowest), a midpoint like :func:`her2mri.stats.thresholds.youden_threshold`.
 
     Args:
         probs: predicted probabilities.
@@ -113,7 +113,7 @@ def choose_threshold(
     keep = y >= 0
     p, y = p[keep], y[keep]
     if rule == "youden":
-        value = youden_threshold(p, y) if p.size else float("nan")
+        value = youden_or_nan(y, p)
         target = None
     else:
         if target_sensitivity is None:
@@ -123,7 +123,7 @@ def choose_threshold(
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
     if not math.isfinite(value):
         return LockedThreshold(None, rule, target, int(y.size), n_pos, n_neg, None, None)
-    called = p > value
+    called = called_positive(p, value)
     sens = float(called[y == 1].mean()) if n_pos else None
     spec = float((~called[y == 0]).mean()) if n_neg else None
     return LockedThreshold(float(value), rule, target, int(y.size), n_pos, n_neg, sens, spec)
