@@ -393,9 +393,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         stages.append("test")
     if "val" in module.predictions:
         _, val_patients = module.predictions["val"]
-        metrics.update(
-            valthr_metrics(module, "test", youden_or_nan(val_patients.labels, val_patients.probs))
-        )
+        metrics.update(valthr_metrics(module, "test", youden_or_nan(val_patients.labels, val_patients.probs)))
     locked = module.hparams.get("locked_threshold")
     metrics.update(_locked_metrics(module, "test", locked))
     for stage in stages:
