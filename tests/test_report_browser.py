@@ -48,3 +48,23 @@ def test_screenshot_is_a_rendered_page(report, tmp_path):
     top = img[:2000]
     assert top.std() > 10  # text, tables and figures, not a blank page
     assert (top < 100).mean() > 0.01  # dark pixels: text and plot lines
+
+
+def test_internal_and_external_side_by_side_render(tmp_path):
+    """Issue 16: an internal test run and an external-site run, rendered by Chromium in one report."""
+    from PIL import Image
+    from test_report_validation import make_runs
+
+    _, internal, external = make_runs(tmp_path / "runs")
+    paths = build_report([str(internal), str(external)], tmp_path / "out", n_boot=100)
+    doc = json.loads(paths.json.read_text(encoding="utf-8"))
+    dom = dump_dom(paths.html, timeout=120)
+    assert "Internal vs external validation" in dom and "Reporting checklist" in dom
+    spans = check_html_numbers(dom, doc)
+    keys = {k for k, _, _ in spans}
+    assert json_pointer("cohorts", "unpaired", 0, "p_value") in keys
+    for label in ("internal: thda_resnet34", "external: thda_resnet34"):
+        assert json_pointer("cohorts", "sources", label, "metrics", "auroc") in keys
+    out = screenshot(paths.html, tmp_path / "shot.png", width=1400, height=6000, timeout=120)
+    img = np.asarray(Image.open(out).convert("L"), dtype=np.float64)
+    assert img.std() > 10 and (img < 100).mean() > 0.01

@@ -66,7 +66,7 @@ def recalibration_figure(report: dict[str, Any]) -> Figure:
     """Calibration curve before (dashed) and after (solid) recalibration, one panel per recalibrated run."""
     recal = report["recalibration"]
     names = list(recal)
-    fig = Figure(figsize=(5.0 * len(names), 5.0))
+    fig = Figure(figsize=(5.0 * len(names), 4.6))
     axes = fig.subplots(1, len(names), squeeze=False)[0]
     for ax, name in zip(axes, names, strict=True):
         r = recal[name]

@@ -170,7 +170,7 @@ def _recalibration(p: _Page, figures: Mapping[str, Path]) -> str:
     )
     if "recalibration" in figures:
         out.append(
-            f"<div class='figs'><figure class='wide'>{_img(figures['recalibration'], 'recalibration')}"
+            f"<div class='figs'><figure>{_img(figures['recalibration'], 'recalibration')}"
             "<figcaption>Calibration before (dashed) and after (solid) recalibration, 5 equal-count bins."
             "</figcaption></figure></div>"
         )
@@ -312,7 +312,7 @@ def _checklist(p: _Page) -> str:
         text = _esc(row["text"])
         if row["status"] == "authors":
             text = f"<i>{text}</i>"
-        rows.append([_esc(row["item"]), _esc(row["topic"]), f"<span class='text'>{text}</span>"])
+        rows.append([_esc(row["item"]), _esc(row["topic"]), text])
     return (
         "<h2>Reporting checklist (TRIPOD+AI / CLAIM)</h2>"
         "<p class='note'>Filled from this report where her2mri knows the answer; items in italics are "
@@ -324,7 +324,10 @@ def _checklist(p: _Page) -> str:
 def render_validation(report: Mapping[str, Any], figures: Mapping[str, Path]) -> str:
     """HTML of every validation section present in ``report``."""
     p = _Page(report)
-    out = []
+    out = [
+        "<style>table.checklist td{text-align:left;vertical-align:top}table.checklist td i{color:#777}"
+        "table.checklist{max-width:1300px}</style>"
+    ]
     if report.get("cohorts"):
         out.append(_cohorts(p, figures))
     if report.get("recalibration"):
