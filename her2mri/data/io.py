@@ -16,6 +16,7 @@ Arrays are always returned as (z, y, x).
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -268,8 +269,47 @@ def read_header_spacing(path: str | Path, *, axis_order: str = "zyx") -> tuple[f
     return (zooms[perm[0]], zooms[perm[1]], zooms[perm[2]])
 
 
+def check_binary_mask(arr: np.ndarray, path: str | Path) -> None:
+    """Raise unless every voxel of ``arr`` is 0 or 1 (a tumour mask, not a label map or a probability map).
+
+    Raises:
+        DataError: naming the file and up to five of the other values.
+    """
+    bad = (arr != 0) & (arr != 1)
+    if bad.any():
+        values = np.unique(arr[bad])
+        shown = ", ".join(f"{v:g}" for v in values[:5]) + (", ..." if values.size > 5 else "")
+        raise DataError(
+            f"{path}: mask has values other than 0 and 1 ({shown}; {int(bad.sum())} voxels): a binary tumour "
+            "mask is expected (reduce a label map to the tumour label first, e.g. mask = (label == k))"
+        )
+
+
+def check_phase_values(phases: np.ndarray, paths: Sequence[str | Path], pid: str) -> None:
+    """Raise when a phase volume is all zero or holds NaN/infinite values.
+
+    Args:
+        phases: ``(3, Z, Y, X)``.
+        paths: the three phase files (for the message).
+        pid: the case.
+
+    Raises:
+        DataError: naming the file, the phase and the case.
+    """
+    for c, name in enumerate(("pre", "early", "late")):
+        vol = phases[c]
+        if np.issubdtype(vol.dtype, np.floating) and not np.isfinite(vol).all():
+            n = int((~np.isfinite(vol)).sum())
+            raise DataError(f"{paths[c]}: {name} phase of case {pid} has {n} NaN or infinite voxels")
+        if not vol.any():
+            raise DataError(
+                f"{paths[c]}: {name} phase of case {pid} is all zero (an empty or failed export; "
+                "training on it would learn from a blank image)"
+            )
+
+
 def read_mask(path: str | Path, *, axis_order: str = "zyx", contiguous: bool = True) -> np.ndarray:
-    """Read a tumour mask as a binary uint8 (z, y, x) array (any value > 0 is tumour).
+    """Read a tumour mask as a binary uint8 (z, y, x) array; every voxel must be 0 or 1.
 
     Args:
         path: NIfTI or NRRD/ITK file.
@@ -277,9 +317,10 @@ def read_mask(path: str | Path, *, axis_order: str = "zyx", contiguous: bool = T
         contiguous: True returns a C-contiguous array; False keeps the file's memory layout (no copy).
 
     Raises:
-        DataError: unreadable file, or a mask with no tumour voxel.
+        DataError: unreadable file, values other than 0 and 1, or a mask with no tumour voxel.
     """
     arr, _, affine = _read_raw(Path(path))
+    check_binary_mask(arr, path)
     arr = _to_zyx(arr, affine, check_axis_order(axis_order))
     binary = arr > 0  # same memory layout as arr
     mask = np.ascontiguousarray(binary).view(np.uint8) if contiguous else binary.view(np.uint8)
@@ -367,6 +408,7 @@ def load_case_arrays(
             phases = phases.astype(np.float32, copy=False)
         phases[c] = vol
         del vol
+    check_phase_values(phases, record.phase_paths, record.pid)  # type: ignore[arg-type]
     shape = phases.shape[1:]  # type: ignore[union-attr]
     mask: np.ndarray | None = None
     if record.mask_path is not None:
@@ -418,9 +460,11 @@ def _load_case_affine(
             phases = phases.astype(np.float32, copy=False)
         phases[c] = vol
         del vol
+    check_phase_values(phases, paths, record.pid)  # type: ignore[arg-type]
     mask: np.ndarray | None = None
     if record.mask_path is not None:
         m_raw, _, m_affine = _read_raw(Path(record.mask_path))
+        check_binary_mask(m_raw, record.mask_path)
         on_grid = mask_on_grid(
             m_raw, m_affine, ref_shape, ref_affine, path=record.mask_path, ref_name=paths[0].name
         )

@@ -164,8 +164,13 @@ def _phase_indices(row: pd.Series, case: DiscoveredCase, csv: Path, fallbacks: l
         return _fallback_phases(n_acq)
     idx = []
     for col, v in zip(PHASE_COLUMNS, values, strict=True):
-        fv = float(v)
-        if fv != int(fv) or fv < 0:
+        try:
+            fv = float(v)
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{csv}: pid {case.pid}: column {col}={v!r} is not a number (a phase index: 0, 1, 2, ...)"
+            ) from None
+        if not math.isfinite(fv) or fv != int(fv) or fv < 0:
             raise DataError(f"{csv}: pid {case.pid}: {col}={v!r} is not a non-negative integer index")
         idx.append(int(fv))
     return tuple(idx)
