@@ -84,7 +84,7 @@ def test_nifti_folder_equals_eval_and_tta(tiny_run, synthetic_cohort, tmp_path):
     # locked threshold, call and the outputs
     locked = json.loads((run / "metrics.json").read_text())["locked_threshold"]["value"]
     assert row["threshold"] == pytest.approx(locked)
-    assert row["call"] == ("positive" if row["prob"] > locked else "negative")
+    assert row["call"] == ("positive" if row["prob"] >= locked else "negative")
     df = pd.read_csv(tmp_path / "pf" / "predictions.csv")
     assert list(df.columns[:8]) == ["case_id", "prob", "threshold", "call", "uncertainty",
                                     "uncertainty_source", "n_slices", "model_card_id"]  # fmt: skip

@@ -211,7 +211,7 @@ def build_model_card(
         },
         "output": {
             "probability": f"{aggregation} over the selected slices of the softmax HER2-positive probability",
-            "call": "positive when probability > threshold",
+            "call": "positive when probability >= threshold",
         },
         "threshold": {"value": lt.get("value") if lt else None, "rule": rule, "chosen_on": lt},
         "training_cohort": dict(cohort),

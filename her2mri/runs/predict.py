@@ -17,7 +17,8 @@ slice probabilities aggregated per patient with its ``aggregation``), with test-
 
 * ``prob``: the mean over the checkpoints of each checkpoint's patient probability;
 * ``threshold``: the locked threshold of the checkpoint (several: their mean), or ``threshold=`` if given,
-  0.5 with a warning when none is stored; ``call``: ``positive`` when ``prob > threshold``;
+  0.5 with a warning when none is stored; ``call``: ``positive`` when ``prob >= threshold`` (the one rule
+  of :mod:`her2mri.stats.thresholds`);
 * ``uncertainty``: the standard deviation of the patient probability over the checkpoints (several), else
   over the TTA transforms (each aggregated per patient); ``uncertainty_source`` says which;
 * ``n_slices``, ``model_card_id`` (``;``-joined for several checkpoints).
@@ -357,6 +358,7 @@ def combine(
     Raises:
         ValueError: the checkpoints scored different cases.
     """
+    from her2mri.stats.thresholds import called_positive
     from her2mri.training.threshold import resolve_threshold
 
     first = scores[0]
@@ -390,7 +392,7 @@ def combine(
                 "case_id": pid,
                 "prob": prob,
                 "threshold": thr,
-                "call": "positive" if prob > thr else "negative",
+                "call": "positive" if bool(called_positive(prob, thr)) else "negative",
                 "uncertainty": unc,
                 "uncertainty_source": unc_src,
                 "n_slices": int(first.n_slices[i]),
