@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
-EXTRAS=${HER2MRI_EXTRAS:-dev,radiomics,dicom}
+EXTRAS=${HER2MRI_EXTRAS:-dev,all}
 if [[ "${CI:-}" == "true" || -n "${HER2MRI_VENV_DIR:-}" ]]; then
   key=$(sha256sum pyproject.toml | cut -c1-12)
   target=${HER2MRI_VENV_DIR:-$HOME/.cache/her2mri/venv-$key}

@@ -7,6 +7,7 @@ find them with :func:`importlib.resources.files`.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from importlib.resources import files
 from pathlib import Path
 
@@ -47,3 +48,36 @@ def check_config_dir(config_name: str) -> Path:
             "folder (an install without the package data needs it)."
         )
     return path
+
+
+#: override fragments that need a Hydra plugin of the ``sweeps`` extra -> the plugin's module
+SWEEP_PLUGINS: dict[str, str] = {
+    "optuna": "hydra_plugins.hydra_optuna_sweeper",
+    "launcher=joblib": "hydra_plugins.hydra_joblib_launcher",
+    "launcher=submitit": "hydra_plugins.hydra_submitit_launcher",
+}
+
+
+def check_sweep_extras(argv: Sequence[str]) -> None:
+    """Fail early, naming the ``sweeps`` extra, when an override needs a Hydra plugin that is missing.
+
+    Without it Hydra reports only ``Could not find 'hydra/sweeper/optuna'``.
+
+    Args:
+        argv: the command-line overrides.
+
+    Raises:
+        MissingExtraError: an override needs the Optuna sweeper or the joblib/submitit launcher and the
+            plugin cannot be found.
+    """
+    from importlib.util import find_spec
+
+    from her2mri.extras import MissingExtraError, install_hint
+
+    for arg in argv:
+        for fragment, module in SWEEP_PLUGINS.items():
+            if fragment in arg and find_spec(module) is None:
+                raise MissingExtraError(
+                    f"{arg!r} needs the Hydra plugin {module}, which is not installed: it comes with the "
+                    f"her2mri extra [sweeps]; install it with {install_hint('sweeps')}"
+                )

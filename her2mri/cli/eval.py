@@ -11,10 +11,12 @@ Examples::
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from her2mri.cli._config import check_config_dir, config_dir
+from her2mri.cli._config import check_config_dir, check_sweep_extras, config_dir
 from her2mri.runs.resolvers import register_resolvers
 
 CONFIG_NAME = "eval"
@@ -38,6 +40,7 @@ def _main(cfg: DictConfig) -> None:
 def main() -> None:
     """Console entry point."""
     check_config_dir(CONFIG_NAME)
+    check_sweep_extras(sys.argv[1:])
     _main()
 
 

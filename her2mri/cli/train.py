@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import hydra
 from omegaconf import DictConfig
 
-from her2mri.cli._config import check_config_dir, config_dir
+from her2mri.cli._config import check_config_dir, check_sweep_extras, config_dir
 from her2mri.runs.resolvers import register_resolvers
 
 CONFIG_NAME = "train"
@@ -60,6 +60,7 @@ def normalize_null_choices(argv: Sequence[str]) -> list[str]:
 def main() -> float | None:
     """Console entry point (returns ``optimized_metric`` for Hydra sweepers)."""
     check_config_dir(CONFIG_NAME)
+    check_sweep_extras(sys.argv[1:])
     sys.argv[1:] = normalize_null_choices(sys.argv[1:])
     return _main()
 

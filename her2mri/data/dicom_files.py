@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from her2mri.data.errors import DataError
+from her2mri.extras import require
 
 SKIP_SUFFIXES: tuple[str, ...] = (
     ".nii",
@@ -120,7 +121,7 @@ def read_headers(study_dir: Path) -> tuple[list[DicomSlice], int]:
     Returns:
         ``(slices, n_skipped)``.
     """
-    import pydicom
+    pydicom = require("pydicom", "reading DICOM")
     from pydicom.errors import InvalidDicomError
 
     out: list[DicomSlice] = []
@@ -243,7 +244,7 @@ def _enhanced_frames(ds: object, path: Path, study_dir: Path) -> list[DicomSlice
 
 def _read_pixels(path: Path, study_dir: Path) -> np.ndarray:
     """Pixel data of one file with its Rescale Slope/Intercept applied (pydicom; SimpleITK/GDCM fallback)."""
-    import pydicom
+    pydicom = require("pydicom", "reading DICOM")
     from pydicom.pixels import apply_rescale
 
     try:
@@ -271,7 +272,7 @@ def slice_pixels(s: DicomSlice, study_dir: Path, cache: dict[Path, np.ndarray]) 
     if s.frame is None:
         return _read_pixels(s.path, study_dir)
     if s.path not in cache:
-        import pydicom
+        pydicom = require("pydicom", "reading DICOM")
 
         try:
             cache[s.path] = np.asarray(pydicom.dcmread(s.path).pixel_array)

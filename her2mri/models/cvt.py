@@ -61,6 +61,9 @@ class CvTClassifier(Her2Model):
         drop_path_rate: float = 0.1,
     ) -> None:
         super().__init__()
+        from her2mri.extras import require
+
+        require("transformers", "model=cvt_13")
         from transformers import CvtConfig, CvtForImageClassification, CvtModel
 
         depth, embed_dim, num_heads = (

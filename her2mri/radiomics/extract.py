@@ -25,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from her2mri.data.errors import DataError
+from her2mri.extras import install_hint, require
 from her2mri.radiomics.cases import RadiomicsCase, read_case_arrays
 from her2mri.radiomics.rings import distance_to_mask, ring_regions
 
-INSTALL_HINT = "pip install 'her2mri[radiomics]'"
+INSTALL_HINT = install_hint("radiomics")
 FEATURE_VERSION = "1"
 RETEST_PREFIX = "retest__"
 SEP = "__"
@@ -37,14 +38,8 @@ MASK_VARIANTS = ("none", "mask2", "erode", "dilate")
 
 def require_pyradiomics() -> Any:
     """Import and return the ``radiomics`` module, or raise ImportError with the install command."""
-    try:
-        import radiomics
-        from radiomics import featureextractor  # noqa: F401
-    except ImportError as exc:
-        raise ImportError(
-            f"radiomics feature extraction needs pyradiomics, which is an optional extra: {INSTALL_HINT} "
-            f"(installs pyradiomics-bhklab==3.1.4 and scikit-image). Original error: {exc}"
-        ) from exc
+    radiomics = require("radiomics", "radiomics feature extraction")
+    require("radiomics.featureextractor", "radiomics feature extraction")
     radiomics.setVerbosity(logging.ERROR)
     logging.getLogger("radiomics").setLevel(logging.ERROR)
     # pykwalify validates the parameter file once per case and logs "validation.valid" at INFO each time

@@ -17,6 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
+from her2mri.extras import require
 from her2mri.radiomics.selection import LassoSelector, warnings_off
 
 MODEL_NAMES = ("lr", "rf", "et", "xgb", "lgbm", "radscore", "uran")
@@ -52,10 +53,12 @@ def make_model(name: str, random_state: int = 0, **kwargs: Any) -> BaseEstimator
 
         return ExtraTreesClassifier(random_state=random_state, n_jobs=1, **kw)
     if name == "xgb":
+        require("xgboost", f"model {name!r}")
         from xgboost import XGBClassifier
 
         return XGBClassifier(random_state=random_state, n_jobs=1, eval_metric="logloss", verbosity=0, **kw)
     if name == "lgbm":
+        require("lightgbm", f"model {name!r}")
         from lightgbm import LGBMClassifier
 
         return LGBMClassifier(random_state=random_state, n_jobs=1, verbose=-1, min_child_samples=5, **kw)

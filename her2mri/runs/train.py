@@ -31,6 +31,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from her2mri.data.build import build_datamodule, preprocess_from_cfg, sites_of
+from her2mri.extras import EXTRA_OF, require
 from her2mri.io_utils import clean_stale_temps
 from her2mri.runs.outputs import write_metrics_json, write_predictions
 from her2mri.runs.sites import site_metrics
@@ -128,16 +129,41 @@ def require_output_dir(cfg: DictConfig) -> Path:
 
 
 def instantiate_group(node: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group (``logger``, ``callbacks``)."""
+    """Instantiate every ``_target_`` entry of a config group (``logger``, ``callbacks``).
+
+    Raises:
+        MissingExtraError: an entry needs an optional dependency that is not installed (e.g. ``logger=wandb``
+            without the ``tracking`` extra); the message names the extra.
+    """
     from hydra.utils import instantiate
 
     objs: list[Any] = []
     if not node:
         return objs
-    for _, sub in node.items():
+    for name, sub in node.items():
         if isinstance(sub, DictConfig) and "_target_" in sub:
-            objs.append(instantiate(sub, _convert_="partial"))
+            try:
+                objs.append(instantiate(sub, _convert_="partial"))
+            except Exception as err:
+                missing = _missing_module(err)
+                if missing is None:
+                    raise
+                require(missing, f"{name} ({sub._target_})")  # raises MissingExtraError naming the extra
+                raise
     return objs
+
+
+def _missing_module(err: BaseException) -> str | None:
+    """The optional module whose absence caused ``err`` (walking its causes), or None."""
+    seen: BaseException | None = err
+    while seen is not None:
+        names = [getattr(seen, "name", None)] if isinstance(seen, ModuleNotFoundError) else []
+        names += [m for m in EXTRA_OF if f"`{m}`" in str(seen) or f"'{m}'" in str(seen)]
+        for name in names:
+            if name and name.split(".")[0] in EXTRA_OF:
+                return name.split(".")[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 # ---------------------------------------------------------------------- runtime

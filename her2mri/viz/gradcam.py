@@ -82,6 +82,9 @@ def gradcam_maps(model: nn.Module, images: Tensor, target_class: int = 1) -> Gra
         A :class:`GradCAMResult`: ``maps`` ``(B, V, H, W)`` (``V = 1`` for single-view models), ``probs``
         (softmax probability of ``target_class``, ``(B,)``) and ``fusion_weights`` (``(B, V)`` or None).
     """
+    from her2mri.extras import require
+
+    require("pytorch_grad_cam", "Grad-CAM")
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
