@@ -155,3 +155,38 @@ def test_dicom_study_gives_the_same_probability(tiny_run, synthetic_cohort, tmp_
     for f in (tmp_path / "pd").rglob("*"):  # no identifying header value reaches an output
         if f.is_file() and f.suffix in (".csv", ".json", ".log"):
             assert "DOE^JANE" not in f.read_text(errors="ignore")
+
+
+def test_saved_calibration_is_applied_by_predict(tiny_run, synthetic_cohort, tmp_path):
+    """Issue 16: <ckpt>.calibration.json (her2mri-eval recalibrate=/conformal_alpha=) used by prediction."""
+    from her2mri.stats import fit_conformal, fit_recalibrator
+    from her2mri.training.calibrator import CalibrationBundle, calibration_path, save_calibration
+
+    run, ckpt = tiny_run
+    pid, phases = _case(synthetic_cohort, run)
+    folder = _nifti_folder(synthetic_cohort, pid, tmp_path / pid)
+    own = tmp_path / "ck" / ckpt.name  # a copy: the shared run stays untouched
+    own.parent.mkdir()
+    shutil.copy(ckpt, own)
+    if (ckpt.parent / "model_card.json").is_file():
+        shutil.copy(ckpt.parent / "model_card.json", own.parent / "model_card.json")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    p = np.clip(0.2 + 0.6 * y + rng.normal(0, 0.2, 80), 0.01, 0.99)
+    rec = fit_recalibrator(y, p, "platt")
+    bundle = CalibrationBundle(rec, fit_conformal(y, rec.apply(p), 0.2), str(own), {"source": "test"})
+    save_calibration(bundle, calibration_path(own))
+    kw = {"phases": phases, "axis_order": "zyx", "tta": "none", "gradcam": None, "progress": False}
+    auto = predict(str(own), folder, tmp_path / "auto", **kw)
+    row = auto["cases"][0]
+    expected = bundle.apply([row["prob"]])
+    assert row["prob_recalibrated"] == pytest.approx(float(expected["prob"][0]), abs=1e-12)
+    assert row["conformal_call"] == expected["call"][0]
+    assert auto["calibration"]["recalibration"] == "platt" and auto["calibration"]["conformal_alpha"] == 0.2
+    df = pd.read_csv(tmp_path / "auto" / "predictions.csv")
+    assert {"prob_recalibrated", "conformal_call"} <= set(df.columns)
+    assert row["call"] == ("positive" if row["prob"] > row["threshold"] else "negative")  # raw scale kept
+    off = predict(str(own), folder, tmp_path / "off", calibration="none", **kw)
+    assert off["calibration"] is None and "prob_recalibrated" not in off["cases"][0]
+    with pytest.raises(ValueError, match="2 checkpoints"):
+        predict([str(own), str(own)], folder, tmp_path / "x", calibration=calibration_path(own), **kw)

@@ -55,6 +55,7 @@ def _main(cfg: DictConfig) -> None:
         gradcam=save_case_gradcams if cfg.gradcam else None,
         batch_size=int(cfg.batch_size),
         progress=bool(cfg.progress),
+        calibration=cfg.get("calibration", "auto"),
     )
     thr, n, wall = payload["threshold"]["value"], len(payload["cases"]), payload["wall_time_s"]
     print(f"her2mri-predict: {n} case(s), threshold {thr:.4f} ({wall:.1f} s)")  # noqa: T201

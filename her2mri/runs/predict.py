@@ -411,6 +411,43 @@ def combine(
     return rows, info
 
 
+def _apply_calibration(
+    rows: list[dict[str, Any]], ckpts: list[str], calibration: str | Path | None
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """Add ``prob_recalibrated`` / ``conformal_call`` to ``rows`` from the calibration file, if any.
+
+    Returns:
+        ``(info for predictions.json or None, the extra CSV columns)``.
+    """
+    from her2mri.training.calibrator import load_calibration, resolve_calibration
+
+    path = resolve_calibration(ckpts, calibration)
+    if path is None:
+        return None, []
+    bundle = load_calibration(path)
+    if bundle.ckpt_path and Path(bundle.ckpt_path).name != Path(ckpts[0]).name:
+        log.warning("%s was fitted for %s, applied to %s", path, bundle.ckpt_path, ckpts[0])
+    applied = bundle.apply(np.asarray([r["prob"] for r in rows], dtype=np.float64))
+    columns = []
+    if bundle.recalibrator is not None:
+        columns.append("prob_recalibrated")
+        for r, q in zip(rows, applied["prob"], strict=True):
+            r["prob_recalibrated"] = float(q)
+    if applied["call"] is not None:
+        columns.append("conformal_call")
+        for r, c in zip(rows, applied["call"], strict=True):
+            r["conformal_call"] = c
+    info = {
+        "file": str(path),
+        "recalibration": bundle.recalibrator.method if bundle.recalibrator is not None else None,
+        "conformal_alpha": bundle.conformal.alpha if bundle.conformal is not None else None,
+        "conformal_mode": bundle.conformal.mode if bundle.conformal is not None else None,
+        "calibration_set": bundle.calibration_set,
+    }
+    log.info("calibration applied: %s", path)
+    return info, columns
+
+
 def _ckpt_list(ckpt_path: str | Sequence[str]) -> list[str]:
     if isinstance(ckpt_path, str | Path):
         items = [str(ckpt_path)]
@@ -437,6 +474,7 @@ def predict(
     gradcam: GradcamWriter | None = None,
     batch_size: int = 32,
     progress: bool = True,
+    calibration: str | Path | None = "auto",
 ) -> dict[str, Any]:
     """Score the input cases with the checkpoint(s) and write ``predictions.csv``/``.json`` and Grad-CAMs.
 
@@ -456,6 +494,10 @@ def predict(
             passes it, ``runs`` may not import ``viz``); None writes none.
         batch_size: slices per forward pass.
         progress: progress bars.
+        calibration: ``auto`` (default: apply ``<ckpt>.calibration.json`` written by ``her2mri-eval
+            recalibrate=... conformal_alpha=...`` when it is beside a single checkpoint), ``none``, or a
+            calibration file. Adds ``prob_recalibrated`` and ``conformal_call`` (HER2-, HER2+, uncertain,
+            empty); ``prob``, ``threshold`` and ``call`` stay those of the model's own probability.
 
     Returns:
         The ``predictions.json`` payload.
@@ -493,6 +535,7 @@ def predict(
         if first_module is None:
             first_module = module
     rows, thr_info = combine(scores, tta, threshold)
+    cal_info, cal_columns = _apply_calibration(rows, ckpts, calibration)
     if gradcam is not None and first_module is not None:
         files = gradcam(
             first_module, scores[0].gradcam_item, rows, out_dir / "gradcam", scores[0].imagenet_norm
@@ -500,7 +543,9 @@ def predict(
         for r in rows:
             r["gradcam_png"] = files.get(r["case_id"])
     _write_csv(
-        out_dir / "predictions.csv", rows, [*PREDICTION_COLUMNS, *(["gradcam_png"] if gradcam else [])]
+        out_dir / "predictions.csv",
+        rows,
+        [*PREDICTION_COLUMNS, *cal_columns, *(["gradcam_png"] if gradcam else [])],
     )
     from her2mri.runs.outputs import _json_safe
 
@@ -513,6 +558,7 @@ def predict(
         ],  # fmt: skip
         "tta": tta,
         "threshold": thr_info,
+        "calibration": cal_info,
         "not_for_clinical_use": True,
         "cases": rows,
         "wall_time_s": round(time.perf_counter() - t0, 2),

@@ -36,6 +36,7 @@ __all__ = [
     "CalibrationBundle",
     "calibration_path",
     "load_calibration",
+    "resolve_calibration",
     "save_calibration",
 ]
 
@@ -159,3 +160,37 @@ def load_calibration(path: str | Path) -> CalibrationBundle:
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot be read as JSON ({exc}).") from exc
     return CalibrationBundle.from_dict(data, str(path))
+
+
+def resolve_calibration(ckpt_paths: list[str], calibration: str | Path | None) -> Path | None:
+    """The calibration file prediction applies.
+
+    Args:
+        ckpt_paths: the checkpoints of the prediction.
+        calibration: ``"auto"`` (``<ckpt>.calibration.json`` beside a single checkpoint when it exists),
+            ``None`` / ``"none"`` (never), or the path of a calibration file (one checkpoint only: the file
+            was fitted on that checkpoint's probabilities, not on an ensemble mean).
+
+    Returns:
+        The file, or ``None``.
+
+    Raises:
+        FileNotFoundError: an explicit file that does not exist.
+        ValueError: an explicit file with several checkpoints.
+    """
+    if calibration is None or str(calibration).lower() == "none":
+        return None
+    if str(calibration).lower() == "auto":
+        if len(ckpt_paths) != 1:
+            return None
+        path = calibration_path(ckpt_paths[0])
+        return path if path.is_file() else None
+    path = Path(calibration).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"calibration={str(calibration)!r}: calibration file not found.")
+    if len(ckpt_paths) != 1:
+        raise ValueError(
+            f"calibration={str(calibration)!r} was fitted on one checkpoint's probabilities; got "
+            f"{len(ckpt_paths)} checkpoints (an ensemble mean needs its own calibration)."
+        )
+    return path
