@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import BinaryAUROC
 
+from her2mri.options import check_choice
 from her2mri.training.aggregation import (
     AGGREGATIONS,
     PatientPredictions,
@@ -157,10 +158,7 @@ class HER2Classifier(L.LightningModule):
             )
         if not 0.0 <= float(threshold) <= 1.0:
             raise ValueError(f"threshold={threshold!r} must be in [0, 1].")
-        if threshold_rule not in THRESHOLD_RULES:
-            raise ValueError(
-                f"threshold_rule={threshold_rule!r} is not valid. Valid values: {', '.join(THRESHOLD_RULES)}."
-            )
+        check_choice("threshold_rule", threshold_rule, THRESHOLD_RULES)
         if not 0.0 < float(target_sensitivity) <= 1.0:
             raise ValueError(f"target_sensitivity={target_sensitivity!r} must be in (0, 1].")
         if compile_mode not in COMPILE_MODES:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from her2mri.options import check_choice
 from her2mri.stats.thresholds import called_positive, youden_or_nan
 
 log = logging.getLogger(__name__)
@@ -106,8 +107,7 @@ def choose_threshold(
     Raises:
         ValueError: unknown ``rule`` or a bad ``target_sensitivity``.
     """
-    if rule not in RULES:
-        raise ValueError(f"threshold_rule={rule!r} is not valid. Valid values: {', '.join(RULES)}.")
+    check_choice("threshold_rule", rule, RULES)
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(labels).astype(int)
     keep = y >= 0

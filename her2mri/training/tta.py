@@ -21,6 +21,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from her2mri.options import check_choice
+
 TTA_MODES: tuple[str, ...] = ("none", "flip", "flip_rot")
 
 Transform = Callable[[Tensor], Tensor]
@@ -53,9 +55,7 @@ def check_tta(mode: str) -> str:
     Raises:
         ValueError: another value (the message lists the valid ones).
     """
-    if mode not in TTA_MODES:
-        raise ValueError(f"tta={mode!r} is not valid. Valid values: {', '.join(TTA_MODES)}.")
-    return mode
+    return check_choice("tta", mode, TTA_MODES)
 
 
 def tta_transforms(mode: str) -> list[Transform]:
