@@ -39,8 +39,10 @@ def main() -> None:
     import hydra
 
     from her2mri.cli._config import check_config_dir
+    from her2mri.experiments.resolvers import register_resolvers
 
     check_config_dir("radiomics")
+    register_resolvers()  # ${run_uid:} of the run folder
     hydra.main(config_path=str(config_dir()), config_name="radiomics", version_base="1.3")(_main)()
 
 

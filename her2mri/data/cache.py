@@ -25,6 +25,7 @@ import numpy as np
 from her2mri.data.errors import DataError
 from her2mri.data.preprocess_config import PreprocessConfig
 from her2mri.data.records import CaseRecord
+from her2mri.io_utils import clean_stale_temps
 
 ARRAY_KEYS: tuple[str, ...] = ("images", "masks", "slice_idx")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -61,6 +62,9 @@ def source_hash(record: CaseRecord) -> str:
     return h.hexdigest()[:16]
 
 
+_CACHE_TMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
     """Save ``arrays`` as ``path`` (.npz) through a temporary file and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +99,7 @@ class CaseCache:
         self.cfg = cfg
         self.compress = bool(compress)
         self.dir = self.root / cfg.key()
+        clean_stale_temps(self.dir, (_CACHE_TMP_RE,))  # .tmp files of killed writers
 
     def path(self, record: CaseRecord) -> Path:
         """Cache file of ``record`` (it may not exist)."""
@@ -119,12 +124,32 @@ class CaseCache:
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
+                arrays = {k: z[k] for k in z.files}
         except Exception as exc:
             warnings.warn(
                 f"{path}: unreadable cache entry ({type(exc).__name__}: {exc}); recomputing", stacklevel=2
             )
             return None
+        problem = self.check_entry(arrays)
+        if problem is not None:
+            warnings.warn(f"{path}: invalid cache entry ({problem}); recomputing", stacklevel=2)
+            return None
+        return arrays
+
+    def check_entry(self, arrays: dict[str, np.ndarray]) -> str | None:
+        """What is wrong with a cache entry for this configuration (missing arrays, wrong shape), or None."""
+        for key in ("images", "slice_idx"):
+            if key not in arrays:
+                return f"no {key!r} array (arrays: {sorted(arrays)})"
+        images, n = arrays["images"], len(arrays["slice_idx"])
+        ndim = 4 if self.cfg.views == "single" else 5
+        size = int(self.cfg.image_size)
+        if images.ndim != ndim or images.shape[-3] != 3 or images.shape[-2:] != (size, size):
+            want = "(S, 3, {0}, {0})" if ndim == 4 else "(S, 3, 3, {0}, {0})"
+            return f"images have shape {images.shape}, expected {want.format(size)} for this configuration"
+        if len(images) != n or ("masks" in arrays and len(arrays["masks"]) != n):
+            return f"{len(images)} images but {n} slice indices"
+        return None
 
     def save(self, record: CaseRecord, arrays: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
         """Store ``arrays`` for ``record`` atomically and remove older entries of the same pid.

@@ -16,6 +16,7 @@ Arrays are always returned as (z, y, x).
 from __future__ import annotations
 
 import gzip
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -194,7 +195,33 @@ def read_volume(
         DataError: missing, unreadable, corrupt or non-3-D file; non-finite values.
     """
     arr, _, affine = _read_raw(Path(path))
-    return _finish_volume(_to_zyx(arr, affine, check_axis_order(axis_order)), path, dtype, contiguous)
+    zyx = _to_zyx(arr, affine, check_axis_order(axis_order))
+    if axis_order != AFFINE:
+        warn_if_axes_look_swapped(zyx.shape, path, axis_order)
+    return _finish_volume(zyx, path, dtype, contiguous)
+
+
+def warn_if_axes_look_swapped(shape: tuple[int, ...], path: str | Path, axis_order: str) -> bool:
+    """Warn when a (z, y, x) shape looks like another axis order (non-square slices, z equal to y or x).
+
+    MRI slices are (nearly always) square matrices: with ``y != x`` while ``z`` equals one of them, the file
+    was most likely written in another index order (e.g. ``xyz``) and would be sliced along the wrong axis.
+
+    Returns:
+        Whether a warning was issued.
+    """
+    z, y, x = (int(v) for v in shape[-3:])
+    if y != x and z in (y, x):
+        warnings.warn(
+            f"{path}: volume read with axis_order={axis_order!r} has shape (z={z}, y={y}, x={x}): its slices "
+            "are not square and z equals an in-plane size, so the file is probably stored in another axis "
+            "order (e.g. data.axis_order=xyz) and would be sliced along the wrong axis; set data.axis_order "
+            "(or axis_order=affine to follow the header)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return True
+    return False
 
 
 def _finish_volume(

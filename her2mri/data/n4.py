@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from her2mri.data.errors import DataError
+from her2mri.io_utils import atomic_write, clean_stale_temps
 
 
 class N4BiasCorrection:
@@ -105,22 +105,36 @@ class N4BiasCorrection:
         path = None
         if self.cache_dir is not None:
             path = self.cache_dir / f"n4_{self.cache_key(volume, spacing, source)}.npy"
-            if path.is_file():
+            cached = self._read_cached(path, volume.shape)
+            if cached is not None:
                 self.cache_hits += 1
-                return np.load(path)
+                return cached
             self.cache_misses += 1
         out = self._correct(volume, spacing)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".n4_", suffix=".npy", dir=path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    np.save(fh, out)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            clean_stale_temps(path.parent)  # temporary files of killed writers
+            atomic_write(path, lambda fh: np.save(fh, out, allow_pickle=False))
         return out
+
+    @staticmethod
+    def _read_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The cached corrected volume, or None when absent, unreadable or of another shape (recomputed)."""
+        if not path.is_file():
+            return None
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
+            warnings.warn(
+                f"{path}: unreadable N4 cache entry ({type(exc).__name__}); recomputing", stacklevel=3
+            )
+            return None
+        if arr.shape != tuple(shape):
+            warnings.warn(
+                f"{path}: N4 cache entry has shape {arr.shape}, the volume {tuple(shape)}; recomputing",
+                stacklevel=3,
+            )
+            return None
+        return arr
 
     def _correct(self, volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
         import SimpleITK as sitk

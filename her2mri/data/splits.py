@@ -249,7 +249,10 @@ def official_split(
             raise ValueError(f"split {s!r} of pid {p} is not one of {SPLIT_NAMES}")
     if none:
         warnings.warn(
-            f"{len(none)} patient(s) have no official split and are left out (e.g. {none[:5]})", stacklevel=2
+            f"{len(none)} patient(s) have no official split and are left out (e.g. {none[:5]}); to score "
+            "every patient of an external cohort (a manifest without a split column), use her2mri-eval "
+            "split=all",
+            stacklevel=2,
         )
     if not out["val"] and out["train"] and val_fraction > 0:
         label_of = dict(zip(pids, labels, strict=True))

@@ -264,6 +264,30 @@ def training_val_csv(run_dir: Path, val_split: str) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+def _check_run_status(run_dir: Path) -> None:
+    """Refuse a run directory whose ``metrics.json`` says the run failed; warn when it has none.
+
+    Raises:
+        DataError: ``status`` is not ``ok`` (the predictions may be those of an unfinished run).
+    """
+    mpath = run_dir / "metrics.json"
+    if not mpath.is_file():
+        warnings.warn(
+            f"{run_dir}: no metrics.json, so the run may not have finished; reporting its predictions anyway",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    payload = _read_json(mpath)
+    status = payload.get("status")
+    if status != "ok":
+        raise DataError(
+            f"{mpath}: status is {status!r}, not 'ok' ({payload.get('error') or 'no error recorded'}): the "
+            "predictions of a failed or unfinished run are not reported. Re-run it, or pass a predictions "
+            "CSV file explicitly to report it anyway."
+        )
+
+
 def load_source(arg: str | Path, split: str = "test", val_split: str | None = "val") -> ModelSource:
     """Load one report input: a run directory or a predictions CSV, optionally named ``NAME=PATH``.
 
@@ -286,6 +310,7 @@ def load_source(arg: str | Path, split: str = "test", val_split: str | None = "v
     val_origin: str | None = None
     if path.is_dir():
         run_dir = path
+        _check_run_status(path)
         pred_dir = path / "predictions"
         test_csv = pred_dir / f"{split}_patients.csv"
         own = _run_split(path)

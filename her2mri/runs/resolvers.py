@@ -1,5 +1,9 @@
 r"""OmegaConf resolvers of her2mri, registered by the CLIs before Hydra composes a config.
 
+``${run_uid:}``: an identifier unique to this process (``p<pid>-<4 random hex digits>``), the same at
+every call. The run and sweep folders end with it (``outputs/train/<date>_<time>_<run_uid>``), so runs
+started in the same second never share a folder, also across machines that write to one shared disk.
+
 ``${job_device:N}``: the device index of the current Hydra multirun job on a machine with ``N`` devices,
 ``hydra.job.num % N`` (0 outside a multirun). With a parallel launcher on one multi-GPU machine it gives each
 of ``N`` concurrent jobs its own GPU (one device per job)::
@@ -10,7 +14,20 @@ of ``N`` concurrent jobs its own GPU (one device per job)::
 
 from __future__ import annotations
 
+import os
+import secrets
+
 from omegaconf import OmegaConf
+
+_RUN_UID: str | None = None
+
+
+def run_uid() -> str:
+    """``p<pid>-<4 hex digits>``, drawn once per process (the same value at every call)."""
+    global _RUN_UID
+    if _RUN_UID is None or not _RUN_UID.startswith(f"p{os.getpid()}-"):  # a forked child draws its own
+        _RUN_UID = f"p{os.getpid()}-{secrets.token_hex(2)}"
+    return _RUN_UID
 
 
 def job_device(n_devices: int | str) -> int:
@@ -38,6 +55,8 @@ def job_device(n_devices: int | str) -> int:
 
 
 def register_resolvers() -> None:
-    """Register ``job_device`` (idempotent)."""
+    """Register ``job_device`` and ``run_uid`` (idempotent)."""
     if not OmegaConf.has_resolver("job_device"):
         OmegaConf.register_new_resolver("job_device", job_device)
+    if not OmegaConf.has_resolver("run_uid"):
+        OmegaConf.register_new_resolver("run_uid", run_uid, use_cache=True)

@@ -155,6 +155,12 @@ def score_split(
         else:
             trainer.test(module, datamodule=datamodule, verbose=False)
     if split not in module.predictions:
-        raise ValueError(f"split={split!r} of the cohort gave no prediction (is it empty?)")
+        hint = (
+            "; to score every patient of a cohort without a split column (e.g. an external manifest), use "
+            "split=all"
+            if split != "all"
+            else ""
+        )
+        raise ValueError(f"split={split!r} of the cohort gave no prediction (no patient in it){hint}")
     slices, patients = module.predictions[split]
     return slices, patients, dict(module.stage_metrics.get(split, {}))

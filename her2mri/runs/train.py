@@ -406,16 +406,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     else:
         ckpt = resume
         log.info("train=false: scoring %s", ckpt)
-    sites = sites_of(datamodule)
     rank0 = bool(getattr(trainer, "is_global_zero", True))  # every DDP rank holds the gathered predictions
     stages: list[str] = []
     if cfg.get("validate", True):
         trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
-        metrics.update(collect_stage(module, "val", out_dir, sites, write=rank0))
+        metrics.update(collect_stage(module, "val", out_dir, sites_of(datamodule), write=rank0))
         stages.append("val")
     if cfg.get("test", True):
         trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
-        metrics.update(collect_stage(module, "test", out_dir, sites, write=rank0))
+        metrics.update(collect_stage(module, "test", out_dir, sites_of(datamodule), write=rank0))
         stages.append("test")
     if "val" in module.predictions:
         _, val_patients = module.predictions["val"]
