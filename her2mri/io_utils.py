@@ -67,6 +67,36 @@ def _disk_full_message(path: Path, err: OSError) -> str:
     return f"{path}: could not be written, the disk holding {where} is full{free}: {err}"
 
 
+class _RecordingWriter:
+    """A binary file wrapper that remembers the first ``OSError`` of ``write``.
+
+    Writers implemented in C++ (``torch.save``'s zip writer) turn a failed ``write`` into a ``RuntimeError``
+    such as ``unexpected pos``; the recorded error lets :func:`atomic_write` report the real cause (e.g. a
+    full disk).
+    """
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     """Write ``path`` through ``write(fh)`` into a temporary sibling, fsync, rename; nothing half-written.
 
@@ -83,19 +113,19 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
+    recorder: _RecordingWriter | None = None
     try:
         with open(tmp, "wb") as fh:
-            write(fh)
+            recorder = _RecordingWriter(fh)
+            write(recorder)  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(err.errno, _disk_full_message(path, err)) from err
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        err = exc if isinstance(exc, OSError) else (recorder.error if recorder is not None else None)
+        if err is not None and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(err.errno, _disk_full_message(path, err)) from exc
         raise
     _fsync_dir(path.parent)
     return path

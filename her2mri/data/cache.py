@@ -25,7 +25,7 @@ import numpy as np
 from her2mri.data.errors import DataError
 from her2mri.data.preprocess_config import PreprocessConfig
 from her2mri.data.records import CaseRecord
-from her2mri.io_utils import clean_stale_temps
+from her2mri.io_utils import atomic_write, clean_stale_temps
 
 ARRAY_KEYS: tuple[str, ...] = ("images", "masks", "slice_idx")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -66,19 +66,13 @@ _CACHE_TMP_RE = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
 
 
 def atomic_save_npz(path: Path, arrays: dict[str, np.ndarray], compress: bool = False) -> Path:
-    """Save ``arrays`` as ``path`` (.npz) through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            (np.savez_compressed if compress else np.savez)(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    """Save ``arrays`` as ``path`` (.npz) atomically (temporary sibling, fsync, ``os.replace``).
+
+    Raises:
+        OSError: the write failed (a full disk is named); no partial ``.npz`` and no temporary file remain.
+    """
+    save = np.savez_compressed if compress else np.savez
+    return atomic_write(Path(path), lambda fh: save(fh, **arrays))
 
 
 class CaseCache:
@@ -99,7 +93,8 @@ class CaseCache:
         self.cfg = cfg
         self.compress = bool(compress)
         self.dir = self.root / cfg.key()
-        clean_stale_temps(self.dir, (_CACHE_TMP_RE,))  # .tmp files of killed writers
+        clean_stale_temps(self.dir)  # temporary files of killed writers
+        clean_stale_temps(self.dir, (_CACHE_TMP_RE,))  # and of older her2mri versions
 
     def path(self, record: CaseRecord) -> Path:
         """Cache file of ``record`` (it may not exist)."""
