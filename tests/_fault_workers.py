@@ -44,9 +44,9 @@ def full_disk(mount: str) -> None:
 
     import numpy as np
     import torch
-    from her2mri.training.outputs import write_metrics_json
 
     from her2mri.data.cache import atomic_save_npz
+    from her2mri.runs.outputs import write_metrics_json
     from her2mri.training.checkpoint_io import AtomicCheckpointIO, read_checkpoint
 
     root = Path(mount)
