@@ -221,6 +221,7 @@ def reference_run(synthetic_cohort, tmp_path_factory) -> tuple[Path, list[str], 
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_kill_during_training_then_resume_equals_uninterrupted(reference_run, tmp_path, seed):
     ref, args, wall = reference_run
@@ -240,6 +241,7 @@ def test_kill_during_training_then_resume_equals_uninterrupted(reference_run, tm
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_kill_during_evaluation_then_rerun_equals_uninterrupted(
     reference_run, synthetic_cohort, tmp_path, seed
@@ -277,6 +279,7 @@ def test_kill_during_evaluation_then_rerun_equals_uninterrupted(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_kill_during_preprocessing_then_rerun_equals_uninterrupted(synthetic_cohort, tmp_path, seed):
     root, csv = synthetic_cohort
@@ -306,6 +309,7 @@ def test_kill_during_preprocessing_then_rerun_equals_uninterrupted(synthetic_coh
 
 # ---------------------------------------------------------------------- concurrency
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_concurrent_runs_on_one_cache_and_output_root(reference_run, tmp_path):
     """Three trainings started together on one cache and one output root: three folders, same results."""
     _, args, _ = reference_run
