@@ -100,10 +100,29 @@ def _signatures(run: Path) -> list[str]:
 
 
 def _stage_shares(rec: dict) -> str:
-    st = rec.get("stage_s") or {}
-    total = rec.get("wall_s") or sum(st.values()) or 1.0
+    """Share of the CPU time per stage (steadier than wall time on a shared machine)."""
+    st = rec.get("stage_cpu_s") or {}
+    total = rec.get("cpu_s") or sum(st.values()) or 1.0
     parts = [f"{k.removeprefix('signature:')} {100 * v / total:.0f} %" for k, v in st.items()]
     return ", ".join(parts)
+
+
+TABLE_HEAD = (
+    "| experiment | patients | wall s | CPU s | extraction CPU s/case (wall s/case) "
+    "| share of CPU time per stage |\n"
+    "|---|---|---|---|---|---|"
+)
+
+
+def table_row(rec: dict) -> str:
+    """One markdown row of a timing record."""
+    if rec["status"] != "ok":
+        return f"| {rec['experiment']} | {rec['n']} | {rec['status']} | | | |"
+    ex_cpu = (rec.get("stage_cpu_s") or {}).get("extraction", float("nan")) / rec["n"]
+    return (
+        f"| {rec['experiment']} | {rec['n']} | {rec['wall_s']:.0f} | {rec['cpu_s']:.0f} | "
+        f"{ex_cpu:.2f} ({rec['extraction_s_per_case']:.2f}) | {_stage_shares(rec)} |"
+    )
 
 
 def experiments_main(args: argparse.Namespace) -> None:
@@ -111,21 +130,19 @@ def experiments_main(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    print("| experiment | patients | wall s | CPU s | extraction s/case | share of wall time per stage |")
-    print("|---|---|---|---|---|---|")
-    for n in args.n:
-        for exp in args.experiments:
-            rec = run_experiment_timed(exp, n, out, args.timeout, args.extra)
-            records.append(rec)
-            (out / "bench_radiomics.json").write_text(json.dumps(records, indent=2))
-            if rec["status"] != "ok":
-                print(f"| {exp} | {n} | {rec['status']} | | | |", flush=True)
-                continue
-            print(
-                f"| {exp} | {n} | {rec['wall_s']:.0f} | {rec['cpu_s']:.0f} | "
-                f"{rec['extraction_s_per_case']:.2f} | {_stage_shares(rec)} |",
-                flush=True,
-            )
+    if args.table_from:
+        records = json.loads(Path(args.table_from).read_text())
+        print(TABLE_HEAD)
+        for rec in records:
+            print(table_row(rec))
+    else:
+        print(TABLE_HEAD, flush=True)
+        for n in args.n:
+            for exp in args.experiments:
+                rec = run_experiment_timed(exp, n, out, args.timeout, args.extra)
+                records.append(rec)
+                (out / "bench_radiomics.json").write_text(json.dumps(records, indent=2))
+                print(table_row(rec), flush=True)
     for rec in records:
         if rec["status"] == "ok":
             aucs = ", ".join(f"{k} {v:.3f}" for k, v in rec["oof_auc"].items() if v is not None)
@@ -142,6 +159,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0)
     ap.add_argument("--out", default="bench_radiomics_out")
     ap.add_argument("--extra", nargs="*", default=[], help="more her2mri-radiomics overrides")
+    ap.add_argument("--table-from", default=None, help="print the table of an existing bench_radiomics.json")
     args = ap.parse_args()
     if args.mode == "experiments":
         experiments_main(args)
