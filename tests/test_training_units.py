@@ -121,6 +121,34 @@ def test_cosine_with_warmup_shape():
         cosine_with_warmup(opt, total_steps=0)
 
 
+@pytest.mark.parametrize(("total", "warm", "floor"), [(20, 4, 0.0), (37, 0, 0.01), (50, 5, 0.1)])
+def test_cosine_with_warmup_is_torch_and_follows_the_closed_form(total, warm, floor):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.3)
+    sched = cosine_with_warmup(opt, total_steps=total, warmup_steps=warm, min_lr_ratio=floor)
+    assert type(sched).__module__ == "torch.optim.lr_scheduler"
+    for step in range(total):
+        if step < warm:
+            factor = (step + 1) / (warm + 1)
+        else:
+            factor = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.3 * factor, rel=1e-9, abs=1e-12), step
+        opt.step()
+        sched.step()
+
+
+def test_ce_loss_is_torch_with_unsaved_weights():
+    loss = build_loss("ce", class_weights=[0.5, 2.0], label_smoothing=0.1)
+    assert isinstance(loss, torch.nn.CrossEntropyLoss) and "weight" not in loss.state_dict()
+    logits, target = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 0, 1])
+    expected = torch.nn.functional.cross_entropy(
+        logits, target, weight=torch.tensor([0.5, 2.0]), label_smoothing=0.1
+    )
+    assert torch.equal(loss(logits, target), expected)
+    assert balanced_class_weights([0, 0, 0, 1, 1, 1, 1, 1]) == pytest.approx([8 / 6, 8 / 10])
+    assert balanced_class_weights([1, 1]) == [1.0, 0.5]  # n / (k * n_c) with k = 2; an absent class gets 1
+
+
 def test_outputs_round_trip(tmp_path):
     pids, sidx, labels, probs = _toy_slices(n_pat=6)
     slices = collect_slices(pids, sidx, labels, probs)

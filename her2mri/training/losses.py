@@ -1,13 +1,16 @@
 """Classification losses: cross-entropy with class weights and label smoothing, and focal loss.
 
-``build_loss`` is the one factory the LightningModule uses; class weights may be given explicitly or computed
-from the training labels with :func:`balanced_class_weights` (``n / (k * n_c)``, the scikit-learn rule).
+``build_loss`` is the one factory the LightningModule uses: ``ce`` is torch's ``nn.CrossEntropyLoss(weight,
+label_smoothing)``, ``focal`` the focal loss (no torch equivalent with class weights and label smoothing).
+Class weights may be given explicitly or computed from the training labels with :func:`balanced_class_weights`
+(scikit-learn's ``compute_class_weight("balanced")``, ``n / (k * n_c)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -32,15 +35,19 @@ def balanced_class_weights(labels: Sequence[int], num_classes: int = 2) -> list[
         >>> balanced_class_weights([0, 0, 0, 1])
         [0.6666666666666666, 2.0]
     """
-    labels = [int(v) for v in labels]
-    if not labels:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    y = np.asarray([int(v) for v in labels], dtype=np.int64)
+    if y.size == 0:
         raise ValueError("labels=[] is empty: cannot compute balanced class weights.")
-    bad = sorted({v for v in labels if not 0 <= v < num_classes})
+    bad = sorted({int(v) for v in y if not 0 <= v < num_classes})
     if bad:
         raise ValueError(f"labels holds values {bad} outside [0, {num_classes}).")
-    n = len(labels)
-    counts = [labels.count(c) for c in range(num_classes)]
-    return [n / (num_classes * c) if c > 0 else 1.0 for c in counts]
+    present = np.unique(y)
+    # scikit-learn's "balanced" rule n / (k * n_c) over the present classes, rescaled to k = num_classes
+    balanced = compute_class_weight("balanced", classes=present, y=y) * (present.size / num_classes)
+    weights = dict(zip(present.tolist(), balanced.tolist(), strict=True))
+    return [float(weights.get(c, 1.0)) for c in range(num_classes)]
 
 
 class FocalLoss(nn.Module):
@@ -87,25 +94,20 @@ class FocalLoss(nn.Module):
         return per_sample.mean()
 
 
-class WeightedCrossEntropy(nn.Module):
-    """Cross-entropy with optional class weights and label smoothing (weights move with the module).
+def cross_entropy(weight: Tensor | None = None, label_smoothing: float = 0.0) -> nn.CrossEntropyLoss:
+    """``nn.CrossEntropyLoss(weight, label_smoothing)`` whose weights move with the module but are not saved.
 
-    Args:
-        weight: optional per-class weights, shape ``(num_classes,)``.
-        label_smoothing: in [0, 1).
+    The class weights live in the hyper-parameters (``class_weights``), so they are kept out of the state
+    dict: checkpoints load with or without them.
+
+    Raises:
+        ValueError: ``label_smoothing`` outside [0, 1).
     """
-
-    def __init__(self, weight: Tensor | None = None, label_smoothing: float = 0.0) -> None:
-        super().__init__()
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1).")
-        self.label_smoothing = float(label_smoothing)
-        self.register_buffer("weight", weight if weight is not None else None, persistent=False)
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        """Mean (weighted) cross-entropy of ``logits`` (B, C) against integer ``target`` (B,)."""
-        weight = self.weight.to(logits.dtype) if self.weight is not None else None
-        return F.cross_entropy(logits, target, weight=weight, label_smoothing=self.label_smoothing)
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing={label_smoothing!r} must be in [0, 1).")
+    loss = nn.CrossEntropyLoss(label_smoothing=float(label_smoothing))
+    loss.register_buffer("weight", weight, persistent=False)
+    return loss
 
 
 def build_loss(
@@ -135,7 +137,7 @@ def build_loss(
             raise ValueError(f"class_weights={list(class_weights)!r} must be positive numbers.")
         weight = torch.tensor(values, dtype=torch.float32)
     if name == "ce":
-        return WeightedCrossEntropy(weight=weight, label_smoothing=label_smoothing)
+        return cross_entropy(weight=weight, label_smoothing=label_smoothing)
     if name == "focal":
         return FocalLoss(gamma=focal_gamma, weight=weight, label_smoothing=label_smoothing)
     raise ValueError(f"loss name={name!r} is not valid. Valid values: {', '.join(LOSSES)}.")

@@ -1,34 +1,14 @@
-"""Learning-rate schedules (stepped every optimizer step).
+"""Learning-rate schedules (stepped every optimizer step), built from torch's own schedulers.
 
 ``cosine_with_warmup`` is the default of the ``module/`` config group, passed as a Hydra ``_partial_`` and
-bound in ``HER2Classifier.configure_optimizers`` with the optimizer and the total number of steps.
+bound in ``HER2Classifier.configure_optimizers`` with the optimizer and the total number of steps. It chains
+torch's ``LinearLR`` (warm-up) and ``CosineAnnealingLR`` (decay) with ``SequentialLR``.
 """
 
 from __future__ import annotations
 
-import math
-
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR
-
-
-def warmup_cosine_factor(step: int, total_steps: int, warmup_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the base learning rate at ``step``: linear warm-up, then half-cosine decay.
-
-    Args:
-        step: current optimizer step (0-based).
-        total_steps: total optimizer steps of the run.
-        warmup_steps: steps of linear warm-up from ``1 / (warmup_steps + 1)`` to 1.
-        min_lr_ratio: final multiplier at ``total_steps``.
-
-    Returns:
-        The multiplier, in ``[min_lr_ratio, 1]``.
-    """
-    if step < warmup_steps:
-        return (step + 1) / (warmup_steps + 1)
-    decay_steps = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
 
 def cosine_with_warmup(
@@ -37,8 +17,12 @@ def cosine_with_warmup(
     warmup_fraction: float = 0.05,
     warmup_steps: int | None = None,
     min_lr_ratio: float = 0.01,
-) -> LambdaLR:
-    """Cosine annealing with linear warm-up, as a ``LambdaLR`` stepped per optimizer step.
+) -> LRScheduler:
+    """Cosine annealing with linear warm-up, stepped per optimizer step (torch ``SequentialLR``).
+
+    The learning rate is ``lr * (step + 1) / (warmup + 1)`` during the ``warmup`` steps (``LinearLR``), then
+    decays from ``lr`` to ``min_lr_ratio * lr`` along a half cosine over the remaining steps
+    (``CosineAnnealingLR`` with ``T_max = total_steps - warmup``).
 
     Args:
         optimizer: the optimizer.
@@ -72,4 +56,13 @@ def cosine_with_warmup(
     total = int(total_steps)
     warm = int(warmup_steps) if warmup_steps is not None else int(round(warmup_fraction * total))
     warm = min(warm, max(0, total - 1))
-    return LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, total, warm, min_lr_ratio))
+    base = [float(g["lr"]) for g in optimizer.param_groups]
+    if len(set(base)) > 1:
+        raise ValueError(f"param groups with different learning rates {base} are not supported.")
+    decay = CosineAnnealingLR(optimizer, T_max=max(1, total - warm), eta_min=base[0] * float(min_lr_ratio))
+    if warm == 0:
+        return decay
+    for group, lr in zip(optimizer.param_groups, base, strict=True):  # CosineAnnealingLR's init stepped it
+        group["lr"] = lr
+    ramp = LinearLR(optimizer, start_factor=1.0 / (warm + 1), end_factor=1.0, total_iters=warm)
+    return SequentialLR(optimizer, [ramp, decay], milestones=[warm])
