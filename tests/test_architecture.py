@@ -92,6 +92,23 @@ def test_graph_is_read():
     assert "her2mri.training.checkpoint_io" in GRAPH["her2mri.runs.scoring"]
 
 
+def test_every_imported_her2mri_module_exists():
+    """An import of a moved or deleted module (e.g. ``her2mri.experiments.*``) fails here, not at run time."""
+    missing = sorted(
+        f"{module} imports {dep}"
+        for module, deps in GRAPH.items()
+        for dep in deps
+        if dep not in GRAPH and not _is_name_in_module(dep)
+    )
+    assert not missing, "imports of her2mri modules that do not exist:\n" + "\n".join(missing)
+
+
+def _is_name_in_module(dotted: str) -> bool:
+    """``her2mri.a.b.name``: ``name`` imported from the existing module ``her2mri.a.b``."""
+    parent = dotted.rsplit(".", 1)[0]
+    return parent in GRAPH
+
+
 def test_every_package_is_placed():
     packages = {_package(m) for m in GRAPH}
     assert packages <= set(ALLOWED), f"not placed in the rule: {packages - set(ALLOWED)}"

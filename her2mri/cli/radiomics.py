@@ -39,7 +39,7 @@ def main() -> None:
     import hydra
 
     from her2mri.cli._config import check_config_dir
-    from her2mri.experiments.resolvers import register_resolvers
+    from her2mri.runs.resolvers import register_resolvers
 
     check_config_dir("radiomics")
     register_resolvers()  # ${run_uid:} of the run folder
