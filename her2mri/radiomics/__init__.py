@@ -16,7 +16,10 @@ Modules:
     dlr: deep features (timm backbone or her2mri checkpoint) and PCA fusion.
     clinical: univariable / stepwise multivariable logistic regression (statsmodels).
     clinical_fusion: the clinical and combined (clinical + signatures) runs of an experiment, nomogram.
-    uran: HKFS + MAAE + FC classifier (Lightning) on tabular features.
+    uran: HKFS + MAAE + FC classifier (plain torch loop; a Lightning module too) on tabular features.
     labels: HER2 labels from IHC / ISH, HER2-low, status change.
-    experiments: the four seed experiments end to end.
+    cohort: the cohort of ``her2mri-radiomics`` and its config entry point (train or apply).
+    pipelines: the four seed experiments end to end.
+    persist: saved models (joblib, SHA-256 manifest) and Rad-score formulas (JSON).
+    apply: scoring a new cohort with the saved models of a run (``mode=apply``).
 """
