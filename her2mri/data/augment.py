@@ -58,6 +58,8 @@ class RandDCEAugment(Randomizable):
         brightness: maximum absolute additive shift (values in [0, 1]), 0 for none.
         prob_intensity: probability of applying the intensity jitter.
         intensity_mode: ``joint`` (one draw for all phases) or ``per_phase`` (one per phase).
+        channel_dim: axis of the three phases for the intensity jitter: -3 (``(..., 3, H, W)``, default) or
+            -4 (``(3, C, H, W)`` phase views of ``views='phases'``, ``(3, D, H, W)`` volumes).
 
     Example:
         >>> aug = RandDCEAugment(prob_hflip=1.0).set_random_state(seed=0)
@@ -77,7 +79,11 @@ class RandDCEAugment(Randomizable):
         brightness: float = 0.0,
         prob_intensity: float = 0.5,
         intensity_mode: str = "joint",
+        channel_dim: int = -3,
     ) -> None:
+        if channel_dim not in (-3, -4):
+            raise ValueError(f"channel_dim={channel_dim!r} must be -3 or -4.")
+        self.channel_dim = int(channel_dim)
         self.prob_hflip = _check_prob("prob_hflip", prob_hflip)
         self.prob_vflip = _check_prob("prob_vflip", prob_vflip)
         if not 0.0 <= float(rotate_deg) <= 180.0:
@@ -161,10 +167,12 @@ class RandDCEAugment(Randomizable):
             if dims:
                 x = torch.flip(x, dims)
         if mode == "bilinear" and p["intensity"]:
-            if x.ndim < 3 or x.shape[-3] != 3:
-                raise ValueError(f"img has shape {tuple(x.shape)}: intensity jitter needs (..., 3, H, W)")
-            g = torch.tensor(p["gamma"], dtype=x.dtype).view(3, 1, 1)
-            b = torch.tensor(p["shift"], dtype=x.dtype).view(3, 1, 1)
+            nd = -self.channel_dim
+            if x.ndim < nd or x.shape[self.channel_dim] != 3:
+                need = "(..., 3, H, W)" if nd == 3 else "(..., 3, C, H, W)"
+                raise ValueError(f"img has shape {tuple(x.shape)}: intensity jitter needs {need}")
+            g = torch.tensor(p["gamma"], dtype=x.dtype).view(3, *([1] * (nd - 1)))
+            b = torch.tensor(p["shift"], dtype=x.dtype).view(3, *([1] * (nd - 1)))
             x = (x.clamp(0.0, 1.0) ** g + b).clamp(0.0, 1.0)
         if mode == "nearest" and not orig_dtype.is_floating_point:
             x = x.round().to(orig_dtype)

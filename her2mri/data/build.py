@@ -29,19 +29,21 @@ AUTO_VIEWS = "auto"
 _DONE_MARKER = ".her2mri_complete"
 
 
-def resolve_views(views: str | None, num_views: int, model_name: str = "model") -> str:
+def resolve_views(views: str | None, num_views: int, model_name: str = "model", spatial_dims: int = 2) -> str:
     """The ``views`` setting that matches a model with ``num_views`` inputs.
 
     Args:
-        views: ``auto`` (or None), ``single``, ``adjacent`` or ``scales``.
+        views: ``auto`` (or None), ``single``, ``adjacent``, ``scales``, ``phases`` or ``volume``.
         num_views: the model's ``num_views`` (1 or 3).
         model_name: named in the error message.
+        spatial_dims: 2 for slice models, 3 for volume models (``views='volume'``).
 
     Returns:
-        ``single`` for 1-view models, ``adjacent`` (when auto) or the given 3-view setting for 3-view models.
+        ``volume`` for 3-D models, ``single`` for 1-view models, ``adjacent`` (when auto) or the given 3-view
+        setting (``adjacent``, ``scales``, ``phases``) for 3-view models.
 
     Raises:
-        ValueError: ``views`` disagrees with ``num_views``, or ``num_views`` is not 1 or 3.
+        ValueError: ``views`` disagrees with the model, or ``num_views`` is not 1 or 3.
 
     Example:
         >>> resolve_views("auto", 3)
@@ -49,7 +51,21 @@ def resolve_views(views: str | None, num_views: int, model_name: str = "model") 
     """
     if num_views not in (1, 3):
         raise ValueError(f"num_views={num_views!r} of model {model_name!r} must be 1 or 3.")
-    if views is None or views == AUTO_VIEWS:
+    auto = views is None or views == AUTO_VIEWS
+    if spatial_dims == 3:
+        if auto or views == "volume":
+            return "volume"
+        raise ValueError(
+            f"preprocess.views={views!r} gives 2-D slices but model {model_name!r} is a 3-D network; "
+            "set preprocess.views=volume or auto."
+        )
+    if views == "volume":
+        raise ValueError(
+            f"preprocess.views='volume' gives one 3-D box per case but model {model_name!r} takes 2-D "
+            "slices; "
+            "use a 3-D model (model=densenet3d) or preprocess.views=auto."
+        )
+    if auto:
         return "adjacent" if num_views == 3 else "single"
     if num_views == 1 and views != "single":
         raise ValueError(
@@ -59,13 +75,17 @@ def resolve_views(views: str | None, num_views: int, model_name: str = "model") 
     if num_views == 3 and views == "single":
         raise ValueError(
             f"preprocess.views='single' gives one view per sample but model {model_name!r} takes 3 views "
-            "(num_views=3); set preprocess.views=adjacent, scales or auto."
+            "(num_views=3); set preprocess.views=adjacent, scales, phases or auto."
         )
-    return views
+    return str(views)
 
 
 def preprocess_from_cfg(
-    pre_cfg: Mapping[str, Any], num_views: int, model_name: str = "model"
+    pre_cfg: Mapping[str, Any],
+    num_views: int,
+    model_name: str = "model",
+    spatial_dims: int = 2,
+    in_chans: int | None = None,
 ) -> PreprocessConfig:
     """Build the :class:`PreprocessConfig` of a run, resolving ``views: auto`` against the model.
 
@@ -73,13 +93,41 @@ def preprocess_from_cfg(
         pre_cfg: the ``preprocess`` node (plain mapping; keys are PreprocessConfig fields).
         num_views: the model's number of views.
         model_name: named in error messages.
+        spatial_dims: the model's spatial dimensions (3 for volume models).
+        in_chans: the model's input channels per view, checked against ``phase_channels`` for
+            ``views='phases'`` (None: not checked).
 
     Returns:
         The frozen config.
+
+    Raises:
+        ValueError: views or channels that the model cannot read (the message says what to set).
     """
     d = dict(pre_cfg)
-    d["views"] = resolve_views(d.get("views"), num_views, model_name)
-    return PreprocessConfig.from_dict(d)
+    d["views"] = resolve_views(d.get("views"), num_views, model_name, spatial_dims)
+    cfg = PreprocessConfig.from_dict(d)
+    if cfg.views == "phases" and in_chans is not None and int(in_chans) != cfg.phase_channels:
+        raise ValueError(
+            f"preprocess.phase_channels={cfg.phase_channels} gives {cfg.phase_channels}-channel phase views "
+            "but "
+            f"model {model_name!r} has in_chans={in_chans}; set preprocess.phase_channels={in_chans} or "
+            f"model.in_chans={cfg.phase_channels}."
+        )
+    return cfg
+
+
+def model_input_spec(module: Any) -> dict[str, Any]:
+    """The ``num_views``, ``spatial_dims`` and ``in_chans`` of a module's model.
+
+    These are the keyword arguments of :func:`preprocess_from_cfg`.
+    """
+    model = getattr(module, "model", module)
+    in_chans = getattr(model, "in_chans", None)
+    return {
+        "num_views": int(getattr(model, "num_views", 1)),
+        "spatial_dims": int(getattr(model, "spatial_dims", 2)),
+        "in_chans": None if in_chans is None else int(in_chans),
+    }
 
 
 def _is_within(path: Path, folder: Path) -> bool:

@@ -7,6 +7,7 @@ case has a voxel mask, ``mask`` float32 ``(B, 1, H, W)``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from collections.abc import Mapping
@@ -213,12 +214,35 @@ class DCEDataModule(L.LightningDataModule):
         self.split_file = path
         return kfold_split(path, pids, labels, self.fold, self.n_folds, self.seed, self.val_fraction)
 
+    # --- cohort statistics
+    def fit_cohort_stats(self, records: list[CaseRecord] | None = None) -> PreprocessConfig:
+        """For ``stats_scope='cohort'`` without ``cohort_stats``: compute them on the training split only.
+
+        The bounds go into ``self.cfg.cohort_stats`` (and so into its cache key and, through the training run,
+        into the checkpoint); validation, test and every later cohort use them unchanged. A config that
+        already holds ``cohort_stats`` (e.g. from a checkpoint) is left as it is.
+
+        Returns:
+            The (possibly updated) preprocessing configuration.
+        """
+        if self.cfg.stats_scope != "cohort" or self.cfg.cohort_stats is not None:
+            return self.cfg
+        from her2mri.data.cohort_stats import fit_cohort_stats
+
+        records = self.load_records() if records is None else records
+        splits = self.resolve_splits(records)
+        train = set(splits["train"])
+        stats = fit_cohort_stats([r for r in records if r.pid in train], self.cfg, progress=self.progress)
+        self.cfg = dataclasses.replace(self.cfg, cohort_stats=stats)
+        return self.cfg
+
     # --- lightning
     def prepare_data(self) -> None:
         """Preprocess every case of the selected splits into the cache (once; no state kept)."""
         if self.cache_dir is None or self._setup_done:
             return
         records = self.load_records()
+        self.fit_cohort_stats(records)
         splits = self.resolve_splits(records)
         keep = {p for s in SPLIT_NAMES for p in splits[s]}
         todo = [r for r in records if r.pid in keep]
@@ -231,6 +255,7 @@ class DCEDataModule(L.LightningDataModule):
         if self._setup_done:
             return
         records = self.load_records()
+        self.fit_cohort_stats(records)
         splits = self.resolve_splits(records)
         by_pid = {r.pid: r for r in records}
         selected = [by_pid[p] for s in SPLIT_NAMES for p in splits[s]]
@@ -250,16 +275,30 @@ class DCEDataModule(L.LightningDataModule):
         for s in SPLIT_NAMES:
             recs = [by_pid[p] for p in splits[s]]
             aug = self._make_augment() if s == "train" and self.augment else None
-            self.datasets_by_split[s] = SliceDataset(
-                recs, [arrays_by_pid[r.pid] for r in recs], aug, self.imagenet_norm, with_mask
+            self.datasets_by_split[s] = self._slice_dataset(
+                recs, [arrays_by_pid[r.pid] for r in recs], aug, with_mask
             )
         self._setup_done = True
+
+    @property
+    def channel_dim(self) -> int:
+        """Axis of the three phases/channels in one item's image: -3 (slices), -4 (phase views, volumes)."""
+        return -4 if self.cfg.views in ("phases", "volume") else -3
+
+    def _slice_dataset(
+        self, recs: list[CaseRecord], arrays: list[dict[str, np.ndarray]], aug: Any, with_mask: bool
+    ) -> SliceDataset:
+        # ImageNet statistics follow the RGB axis: -3 for slices and for phase views (each an RGB image of one
+        # repeated phase), -4 for volumes (3, D, H, W)
+        norm_dim = -4 if self.cfg.views == "volume" else -3
+        return SliceDataset(recs, arrays, aug, self.imagenet_norm, with_mask, channel_dim=norm_dim)
 
     def _make_augment(self) -> Any:
         from her2mri.data.augment import RandDCEAugmentd
 
         keys = ("image", "mask")
-        aug = RandDCEAugmentd(keys, mask_keys=("mask",), allow_missing_keys=True, **self.augment_kwargs)
+        kwargs = {"channel_dim": self.channel_dim, **self.augment_kwargs}
+        aug = RandDCEAugmentd(keys, mask_keys=("mask",), allow_missing_keys=True, **kwargs)
         return aug.set_random_state(seed=self.seed)
 
     # --- datasets
@@ -339,7 +378,7 @@ class DCEDataModule(L.LightningDataModule):
             self._arrays_by_pid.update({r.pid: a for r, a in zip(todo, arrays, strict=True)})
         arrays = [self._arrays_by_pid[r.pid] for r in self.records]
         with_mask = bool(arrays) and all("masks" in a for a in arrays)
-        return SliceDataset(self.records, arrays, None, self.imagenet_norm, with_mask)
+        return self._slice_dataset(self.records, arrays, None, with_mask)
 
     def all_dataloader(self) -> DataLoader:
         """Loader over every patient of the cohort (for evaluation of external cohorts), fixed order."""
@@ -355,7 +394,7 @@ class DCEDataModule(L.LightningDataModule):
             return self.all_dataloader()
         ds = self._dataset(split)
         if split == "train" and ds.augment is not None:
-            ds = SliceDataset(ds.records, self._arrays_of(ds), None, self.imagenet_norm, ds.with_mask)
+            ds = self._slice_dataset(ds.records, self._arrays_of(ds), None, ds.with_mask)
         return self._loader(ds, self.eval_batch_size, train=False)
 
     @staticmethod

@@ -39,6 +39,10 @@ class SliceDataset(Dataset):
             :class:`~her2mri.data.augment.RandDCEAugmentd`), or None.
         imagenet_norm: subtract the ImageNet mean and divide by its std per RGB channel.
         with_mask: include ``mask`` in items (every case must then have masks).
+        channel_dim: axis of the RGB channels in an item's image for the ImageNet statistics: -3 (default:
+            ``(3, H, W)``, views ``(V, 3, H, W)``, phase views ``(3, 3, H, W)``) or -4 (``views='volume'``:
+            ``(3, D, H, W)``). One-channel phase views ``(3, 1, H, W)`` get the grey statistics (the mean of
+            the three).
     """
 
     def __init__(
@@ -48,7 +52,11 @@ class SliceDataset(Dataset):
         augment: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         imagenet_norm: bool = True,
         with_mask: bool = True,
+        channel_dim: int = -3,
     ) -> None:
+        if channel_dim not in (-3, -4):
+            raise ValueError(f"channel_dim={channel_dim!r} must be -3 or -4.")
+        self.channel_dim = int(channel_dim)
         if len(records) != len(arrays):
             raise ValueError(f"records ({len(records)}) and arrays ({len(arrays)}) differ in length")
         self.records = list(records)
@@ -68,8 +76,9 @@ class SliceDataset(Dataset):
         ]
         self.augment = augment
         self.imagenet_norm = bool(imagenet_norm)
-        self._mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        shape = (3, 1, 1) if self.channel_dim == -3 else (3, 1, 1, 1)
+        self._mean = torch.tensor(IMAGENET_MEAN).view(shape)
+        self._std = torch.tensor(IMAGENET_STD).view(shape)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -106,7 +115,11 @@ class SliceDataset(Dataset):
             if "mask" in item:
                 item["mask"] = torch.as_tensor(item["mask"]).float()
         if self.imagenet_norm:
-            item["image"] = (item["image"] - self._mean) / self._std
+            x = item["image"]
+            if self.channel_dim == -3 and x.ndim >= 4 and x.shape[-3] == 1:  # one-channel phase views
+                item["image"] = (x - self._mean.mean()) / self._std.mean()
+            else:
+                item["image"] = (x - self._mean) / self._std
         item["label"] = torch.tensor(self._label(c), dtype=torch.int64)
         item["pid"] = self.records[c].pid
         item["slice_idx"] = torch.tensor(int(self.slice_idx[c][s]), dtype=torch.int64)

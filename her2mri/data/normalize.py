@@ -176,6 +176,8 @@ class NormalizeDCE:
             of its 99th percentile) or ``supplied`` (the ``mask`` passed at call time). Statistics use the
             masked voxels; the map is applied to every voxel.
         lower_percentile: lower bound in percent, in [0, 50].
+        upper_percentile: upper bound in percent, in (lower_percentile, 100]; None = the one in the
+            normalisation name (``q98`` -> 98; ``minmax_*`` -> 100). Not used by ``zscore``.
         foreground_fraction: threshold of the ``foreground`` rule, in (0, 1).
         zscore_clip: number of standard deviations mapped to 0 and 1 by ``zscore``, > 0.
 
@@ -194,6 +196,7 @@ class NormalizeDCE:
         lower_percentile: float = 0.0,
         foreground_fraction: float = 0.1,
         zscore_clip: float = 3.0,
+        upper_percentile: float | None = None,
     ) -> None:
         self.normalization = check_choice("normalization", normalization, NORMALIZATIONS)
         self.stats_scope = check_choice("stats_scope", stats_scope, STATS_SCOPES)
@@ -208,6 +211,22 @@ class NormalizeDCE:
         self.foreground_fraction = float(foreground_fraction)
         self.zscore_clip = float(zscore_clip)
         self._s = _strategy(self.normalization)
+        if upper_percentile is not None:
+            if self._s.zscore:
+                raise ValueError(f"upper_percentile={upper_percentile!r} does not apply to zscore.")
+            if not self.lower_percentile < float(upper_percentile) <= 100.0:
+                raise ValueError(f"upper_percentile={upper_percentile!r} must be in (lower_percentile, 100].")
+            self._s = _Strategy(self._s.joint, float(upper_percentile), False, self._s.force_slice)
+
+    @property
+    def joint(self) -> bool:
+        """True when one lower/upper bound is shared by the three phases."""
+        return self._s.joint
+
+    @property
+    def upper(self) -> float:
+        """Upper percentile in use (100 = maximum; unused by zscore)."""
+        return self._s.upper
 
     @property
     def per_slice(self) -> bool:
@@ -225,6 +244,10 @@ class NormalizeDCE:
         if mask.shape != img.shape[1:]:
             raise DataError(f"statistics mask has shape {mask.shape} but the stack has {img.shape[1:]}")
         return mask.astype(bool, copy=False)
+
+    def bounds(self, vals: np.ndarray) -> tuple[float, float]:
+        """Lower and upper bound of ``vals`` under this strategy (percentiles, or mean -+ k sd for zscore)."""
+        return self._bounds(np.asarray(vals))
 
     def _bounds(self, vals: np.ndarray) -> tuple[float, float]:
         if self._s.zscore:

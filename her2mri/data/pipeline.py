@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from her2mri.data.channels import make_channels
 from her2mri.data.crop import CropAroundTumour, extract, place_window, resize, tumour_bbox
 from her2mri.data.errors import DataError
 from her2mri.data.fusion import FuseRGB, quantize_uint8
@@ -25,8 +26,11 @@ class PreprocessedCase:
     """The slices of one case, ready for the cache.
 
     Attributes:
-        images: uint8 or float16 (``cfg.cache_dtype``), ``(S, 3, H, W)`` for ``views='single'`` else
-            ``(S, 3, 3, H, W)`` (views, RGB, H, W); RGB = pre, early, late; uint8 is ``round(x * 255)``.
+        images: uint8 or float16 (``cfg.cache_dtype``), ``(S, 3, H, W)`` for ``views='single'``,
+            ``(S, 3, 3, H, W)`` (views, RGB, H, W) for ``adjacent``/``scales``, ``(S, 3, C, H, W)`` (one view
+            per channel, ``C = cfg.phase_channels``) for ``phases`` and ``(1, 3, D, H, W)`` (channels, depth)
+            for ``volume``; channels per ``cfg.channels`` (R, G, B = pre, early, late by default); uint8 is
+            ``round(x * 255)``.
         masks: uint8 ``(S, H, W)`` tumour mask of the (centre) slice, or None when the case has no voxel mask.
         slice_idx: int32 ``(S,)`` slice index (axis 0 of the volume, or position in the RGB list).
         case_id: the case, for messages.
@@ -137,14 +141,37 @@ def preprocess_case(
         raise DataError(
             f"{name}: no tumour mask and no bbox (z0, z1, row0, row1, col0, col1): cannot locate the tumour"
         )
-    needed = np.unique(_views_index(sel, n_z)) if cfg.views == "adjacent" else sel
+    if cfg.views == "volume":
+        sel = _volume_slices(mask if has_tumour else None, z_range, n_z, cfg.volume_depth)
+        needed = np.unique(sel)
+    elif cfg.views == "adjacent":
+        needed = np.unique(_views_index(sel, n_z))
+    else:
+        needed = sel
 
     stats_mask = {"none": "none", "foreground": "foreground", "tumour_bbox": "supplied"}[cfg.stats_mask]
     supplied = None
-    if cfg.stats_mask == "tumour_bbox":
+    if cfg.stats_mask == "tumour_bbox" and cfg.stats_scope != "cohort":
         supplied = _tumour_box_mask(mask if has_tumour else None, z_range, box2d, phases.shape[1:], name)
-    norm = NormalizeDCE(cfg.normalization, cfg.stats_scope, stats_mask, cfg.lower_percentile)
-    vol = norm(phases, mask=supplied, slices=needed, case_id=case_id)  # (3, N, Y, X) float32
+    norm = NormalizeDCE(
+        cfg.normalization,
+        cfg.stats_scope,
+        stats_mask,
+        cfg.lower_percentile,
+        upper_percentile=cfg.upper_percentile,
+    )
+    if cfg.stats_scope == "cohort":
+        if cfg.cohort_stats is None:
+            raise ValueError(
+                "stats_scope='cohort' but cohort_stats=None: the training-split statistics must be computed "
+                "first (DCEDataModule does it; her2mri-eval reads them from the checkpoint)."
+            )
+        lo = np.array([[row[0]] for row in cfg.cohort_stats], dtype=np.float64)
+        hi = np.array([[row[1]] for row in cfg.cohort_stats], dtype=np.float64)
+        vol = norm.apply(phases, lo, hi, slices=needed, case_id=case_id)
+    else:
+        vol = norm(phases, mask=supplied, slices=needed, case_id=case_id)  # (3, N, Y, X) float32
+    vol = make_channels(vol, cfg.channels, cfg.kinetic_eps)
 
     cropper = CropAroundTumour(cfg.crop_size, cfg.crop_mode, cfg.image_size)
     box_yx = mask_box if has_tumour else box2d
@@ -156,11 +183,23 @@ def preprocess_case(
     ]  # each (N, 3, H, W)
     pos = {int(z): i for i, z in enumerate(needed)}
     rows = np.array([pos[int(z)] for z in sel])
-    if cfg.views == "single":
+    if cfg.views in ("single", "phases"):
         images = fused[0][rows]
+        if cfg.views == "phases":
+            images = _phase_views(images, cfg.phase_channels)
     elif cfg.views == "adjacent":
         idx = np.vectorize(pos.__getitem__)(_views_index(sel, n_z))
         images = fused[0][idx]  # (S, 3 views, 3, H, W)
+    elif cfg.views == "volume":
+        images = np.moveaxis(fused[0][rows], 0, 1)[None]  # (1, 3 channels, D, H, W)
+        centre = sel[len(sel) // 2 : len(sel) // 2 + 1]
+        return PreprocessedCase(
+            images=_cast(np.ascontiguousarray(images), cfg.cache_dtype),
+            masks=None,
+            slice_idx=centre.astype(np.int32),
+            case_id=case_id,
+            crop_window=cropper.window(shape_yx, None, box_yx, sp, 1.0),
+        )
     else:
         images = np.stack([f[rows] for f in fused], axis=1)
     base = cropper.window(shape_yx, None, box_yx, sp, 1.0)
@@ -174,6 +213,25 @@ def preprocess_case(
         case_id=case_id,
         crop_window=base,
     )
+
+
+def _phase_views(images: np.ndarray, phase_channels: int) -> np.ndarray:
+    """(S, 3, H, W) fused slices -> (S, 3 views, C, H, W): view k is channel k, repeated to C channels."""
+    views = images[:, :, None]  # (S, 3, 1, H, W)
+    return np.repeat(views, 3, axis=2) if phase_channels == 3 else np.ascontiguousarray(views)
+
+
+def _volume_slices(
+    mask: np.ndarray | None, z_range: tuple[int, int] | None, n_z: int, depth: int
+) -> np.ndarray:
+    """``depth`` slice indices centred on the tumour's z-centre, clamped to the volume (edges repeated)."""
+    if mask is not None:
+        zs = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        z0, z1 = int(zs[0]), int(zs[-1])
+    else:
+        z0, z1 = z_range  # type: ignore[misc]
+    start = (z0 + z1) // 2 - (depth - 1) // 2
+    return np.clip(np.arange(start, start + depth), 0, n_z - 1)
 
 
 def _tumour_box_mask(
@@ -243,10 +301,13 @@ def preprocess_rgb_slices(
         side = max(1, int(np.floor(min(h, w) * s + 0.5)))
         return place_window(((h - 1) / 2.0, (w - 1) / 2.0), (side, side), (h, w))
 
+    if cfg.views == "volume":
+        raise ValueError("views='volume' needs 3-D phase volumes; pre-fused RGB slices have none.")
+    stack = make_channels(stack, cfg.channels, cfg.kinetic_eps)
     fuse = FuseRGB("float32")
     fused = [fuse(resize(extract(stack, window(s)), cfg.image_size)) for s in scales]
-    if cfg.views == "single":
-        out = fused[0]
+    if cfg.views in ("single", "phases"):
+        out = fused[0] if cfg.views == "single" else _phase_views(fused[0], cfg.phase_channels)
     elif cfg.views == "adjacent":
         out = fused[0][_views_index(np.arange(n), n)]
     else:

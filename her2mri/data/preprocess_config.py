@@ -29,11 +29,19 @@ NORMALIZATIONS: tuple[str, ...] = (
     "clip_channel_q99",
     "zscore",
 )
-STATS_SCOPES: tuple[str, ...] = ("volume", "slice")
+STATS_SCOPES: tuple[str, ...] = ("volume", "slice", "cohort")
 STATS_MASKS: tuple[str, ...] = ("none", "foreground", "tumour_bbox")
 SLICE_SELECTIONS: tuple[str, ...] = ("central", "largest", "all", "spread")
 CROP_MODES: tuple[str, ...] = ("pixels", "mm")
-VIEWS: tuple[str, ...] = ("single", "adjacent", "scales")
+VIEWS: tuple[str, ...] = ("single", "adjacent", "scales", "phases", "volume")
+CHANNELS: tuple[str, ...] = ("phases", "subtraction", "kinetic")
+#: normalisations with one intensity map for the three phases (needed by subtraction / kinetic channels)
+JOINT_NORMALIZATIONS: tuple[str, ...] = (
+    "minmax_global",
+    "clip_global_q95",
+    "clip_global_q98",
+    "clip_global_q99",
+)
 CACHE_DTYPES: tuple[str, ...] = ("uint8", "float16")
 
 
@@ -51,10 +59,16 @@ class PreprocessConfig:
     Args:
         normalization: intensity normalisation, one of :data:`NORMALIZATIONS`. Default ``clip_channel_q98``
             (per-phase upper clipping at the 98th percentile), the paper's best (test AUC 0.744).
-        stats_scope: where statistics are computed: ``volume`` (default) or ``slice``.
+        stats_scope: where statistics are computed: ``volume`` (default, per patient), ``slice`` (per slice)
+            or ``cohort`` (one map per phase from the training split, stored in ``cohort_stats``).
         stats_mask: which voxels the statistics use: ``none`` (all), ``foreground`` (pre-contrast voxels above
             10 % of its 99th percentile) or ``tumour_bbox`` (3-D bounding box of the tumour).
         lower_percentile: lower bound in percent, 0 to 50 (0 = minimum).
+        upper_percentile: upper bound in percent, 50 to 100; None (default) = the one in the normalisation
+            name (98 for ``clip_channel_q98``, 100 for ``minmax_*``). Not used by ``zscore``.
+        cohort_stats: ``((lo, hi), (lo, hi), (lo, hi))`` per phase for ``stats_scope='cohort'``, computed on
+            the training split by the datamodule (:mod:`her2mri.data.cohort_stats`) and stored in the
+            checkpoint; None = not yet computed.
         n4: SimpleITK N4 bias-field correction of each phase first (disk-cached). Default off: the paper
             found that N4 slightly degraded deep-learning performance.
         slice_selection: ``central``, ``largest``, ``all`` or ``spread``.
@@ -63,7 +77,16 @@ class PreprocessConfig:
         crop_mode: ``pixels`` or ``mm`` (crop side divided by the in-plane spacing).
         crop_size: crop side in pixels or mm, > 0.
         image_size: output side after resizing, 8 to 4096.
-        views: ``single``, ``adjacent`` (slices z-1, z, z+1) or ``scales`` (three crop sizes).
+        views: ``single``, ``adjacent`` (slices z-1, z, z+1), ``scales`` (three crop sizes), ``phases``
+            (view k = channel k of the selected slice, one per THDA head) or ``volume`` (one 3-D box per
+            case).
+        channels: the three image channels: ``phases`` (pre, early, late; default), ``subtraction`` (pre,
+            early-pre, late-early) or ``kinetic`` (early-pre, late-early, wash-out ratio); see
+            :mod:`her2mri.data.channels`. ``subtraction``/``kinetic`` need a joint normalisation.
+        phase_channels: channels per view for ``views='phases'``: 1, or 3 (the phase repeated, so ImageNet
+            weights fit; default).
+        volume_depth: slices of the box for ``views='volume'`` (centred on the tumour), 1 to 512.
+        kinetic_eps: floor of the early enhancement in the wash-out ratio of ``channels='kinetic'``, > 0.
         view_scales: three positive crop-size factors for ``views == "scales"``.
         cache_dtype: ``uint8`` (exact 8-bit quantisation) or ``float16``.
 
@@ -77,6 +100,8 @@ class PreprocessConfig:
     stats_scope: str = "volume"
     stats_mask: str = "none"
     lower_percentile: float = 0.0
+    upper_percentile: float | None = None
+    cohort_stats: tuple[tuple[float, float], ...] | None = None
     n4: bool = False
     slice_selection: str = "central"
     n_slices: int = 4
@@ -87,6 +112,10 @@ class PreprocessConfig:
     views: str = "single"
     view_scales: tuple[float, float, float] = (0.75, 1.0, 1.5)
     cache_dtype: str = "uint8"
+    channels: str = "phases"
+    phase_channels: int = 3
+    volume_depth: int = 16
+    kinetic_eps: float = 0.05
 
     def __post_init__(self) -> None:
         check_choice("normalization", self.normalization, NORMALIZATIONS)
@@ -115,11 +144,73 @@ class PreprocessConfig:
         object.__setattr__(self, "n_slices", int(self.n_slices))
         object.__setattr__(self, "image_size", int(self.image_size))
         check_choice("cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        self._check_new_fields()
+
+    def _check_new_fields(self) -> None:
+        """Check the fields added for issue 15 (percentiles, cohort scope, channels, phase/volume views)."""
+        if self.upper_percentile is not None:
+            if self.normalization == "zscore":
+                raise ValueError(
+                    f"upper_percentile={self.upper_percentile!r} does not apply to normalization='zscore'; "
+                    "set it to null or choose a clip_* / minmax_* normalisation."
+                )
+            _check_number("upper_percentile", self.upper_percentile, 50.0, 100.0)
+            if float(self.upper_percentile) <= self.lower_percentile:
+                raise ValueError(
+                    f"upper_percentile={self.upper_percentile!r} must be above "
+                    f"lower_percentile={self.lower_percentile!r}."
+                )
+            object.__setattr__(self, "upper_percentile", float(self.upper_percentile))
+        if self.stats_scope == "cohort" and self.n4:
+            raise ValueError(
+                "stats_scope='cohort' with n4=true is not supported: the cohort statistics are computed on "
+                "the "
+                "uncorrected volumes; set n4=false or stats_scope=volume."
+            )
+        if self.stats_scope == "cohort" and self.normalization == "minmax_slice":
+            raise ValueError(
+                "stats_scope='cohort' with normalization='minmax_slice': per-slice statistics cannot come "
+                "from the cohort; choose another normalisation."
+            )
+        if self.cohort_stats is not None:
+            stats = self.cohort_stats
+            ok = isinstance(stats, Sequence) and not isinstance(stats, str) and len(stats) == 3
+            rows: list[tuple[float, float]] = []
+            for row in stats if ok else []:
+                if isinstance(row, str) or not isinstance(row, Sequence) or len(row) != 2:
+                    ok = False
+                    break
+                lo, hi = (float(v) for v in row)
+                if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo):
+                    ok = False
+                    break
+                rows.append((lo, hi))
+            if not ok:
+                raise ValueError(
+                    f"cohort_stats={stats!r} must be three (lo, hi) pairs of finite numbers with hi > lo."
+                )
+            object.__setattr__(self, "cohort_stats", tuple(rows))
+        check_choice("channels", self.channels, CHANNELS)
+        if self.channels != "phases" and self.normalization not in JOINT_NORMALIZATIONS:
+            raise ValueError(
+                f"channels={self.channels!r} subtracts phases, which needs one intensity map for the three "
+                f"phases, but normalization={self.normalization!r} maps each phase on its own; use "
+                f"normalization={', '.join(JOINT_NORMALIZATIONS)} (e.g. preprocess=clip_global_q99)."
+            )
+        if self.phase_channels not in (1, 3) or isinstance(self.phase_channels, bool):
+            raise ValueError(f"phase_channels={self.phase_channels!r} must be 1 or 3.")
+        _check_number("volume_depth", self.volume_depth, 1, 512, integer=True)
+        _check_number("kinetic_eps", self.kinetic_eps, 1e-6, 1.0)
+        object.__setattr__(self, "kinetic_eps", float(self.kinetic_eps))
+        object.__setattr__(self, "phase_channels", int(self.phase_channels))
+        object.__setattr__(self, "volume_depth", int(self.volume_depth))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (``view_scales`` as a list), JSON-serialisable."""
         d = dataclasses.asdict(self)
         d["view_scales"] = list(self.view_scales)
+        if self.cohort_stats is not None:
+            d["cohort_stats"] = [list(row) for row in self.cohort_stats]
         return d
 
     @classmethod
@@ -133,9 +224,30 @@ class PreprocessConfig:
                 check_choice("PreprocessConfig key", key, sorted(names))
         if "view_scales" in d and d["view_scales"] is not None and not isinstance(d["view_scales"], str):
             d["view_scales"] = tuple(d["view_scales"])
+        if d.get("cohort_stats") is not None and not isinstance(d["cohort_stats"], str):
+            d["cohort_stats"] = tuple(tuple(row) for row in d["cohort_stats"])
         return cls(**d)
 
     def key(self) -> str:
-        """Stable short hash (16 hex chars of the sha1 of the sorted JSON of the fields)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable short hash (16 hex chars of the sha1 of the sorted JSON of the fields).
+
+        Fields added later (issue 15) are left out while they hold their default, so caches written before
+        them keep their key.
+        """
+        d = self.to_dict()
+        for name, default in _LATER_DEFAULTS.items():
+            if d.get(name) == default:
+                d.pop(name)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+#: fields added after the cache key was first defined, with their defaults (left out of key() when default)
+_LATER_DEFAULTS: dict[str, Any] = {
+    "upper_percentile": None,
+    "cohort_stats": None,
+    "channels": "phases",
+    "phase_channels": 3,
+    "volume_depth": 16,
+    "kinetic_eps": 0.05,
+}

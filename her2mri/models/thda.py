@@ -294,3 +294,25 @@ def thda_resnet34(**kwargs: Any) -> THDAResNet:
 def thda_resnet18(**kwargs: Any) -> THDAResNet:
     """THDA-ResNet on a shared ResNet18 (about half the compute; for quick CPU runs)."""
     return build_model(THDAResNet, backbone="resnet18", **kwargs)
+
+
+@register_model
+def thda_resnet50(**kwargs: Any) -> THDAResNet:
+    """THDA-ResNet on a shared ResNet50 (bottleneck blocks; head features 512 + 1024 + 2048)."""
+    return build_model(THDAResNet, backbone="resnet50", **kwargs)
+
+
+@register_model
+def thda_resnet(backbone: str = "resnet34", **kwargs: Any) -> THDAResNet:
+    """THDA-ResNet on any timm ResNet-family backbone.
+
+    ``backbone`` e.g. ``resnet101``, ``resnext50_32x4d``, ``seresnet50`` or ``resnet26d``: the backbone must
+    expose ``layer1``..``layer4`` as top-level stages.
+    """
+    import timm
+
+    if not isinstance(backbone, str) or not timm.is_model(backbone):
+        raise ValueError(
+            f"backbone={backbone!r} is not a timm model name (see timm.list_models('*resnet*'))."
+        )
+    return build_model(THDAResNet, backbone=backbone, **kwargs)

@@ -18,6 +18,7 @@ warning; any other shape mismatch is an error. Missing and unexpected keys are r
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import pickle
 import warnings
@@ -224,6 +225,43 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = False) -> Lo
     return report
 
 
+def _hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the weights hub opens within ``timeout`` seconds."""
+    import socket
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _force_hub_offline() -> None:
+    """Switch the Hugging Face hub to offline mode for this process (cached files still load)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as hub_constants
+
+        hub_constants.HF_HUB_OFFLINE = True
+    except ImportError:  # pragma: no cover - huggingface_hub is a timm dependency
+        pass
+
+
+def _looks_like_download_error(exc: BaseException) -> bool:
+    """An error of a failed weight download (offline hub, no network, missing cache entry)."""
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    hub_errors = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "HfHubHTTPError", "ConnectionError",
+                  "MaxRetryError", "NewConnectionError", "URLError", "ProxyError", "Timeout"}  # fmt: skip
+    if names & hub_errors or isinstance(exc, (OSError, ConnectionError)):
+        return True
+    return "offline" in str(exc).lower() or "internet" in str(exc).lower()
+
+
 def build_model(
     cls: type[_M], *, pretrained: bool = False, weights_path: str | Path | None = None, **kwargs: Any
 ) -> _M:
@@ -248,7 +286,27 @@ def build_model(
             stacklevel=3,
         )
         pretrained = False
-    model = cls(pretrained=pretrained, **kwargs)
+    if not pretrained:
+        model = cls(pretrained=False, **kwargs)
+    else:
+        if not _hub_offline() and not _hub_reachable():
+            _force_hub_offline()  # local hub cache only: fails at once instead of retrying for a minute
+        try:
+            model = cls(pretrained=True, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - hub errors differ between timm/huggingface versions
+            if not _looks_like_download_error(exc):
+                raise
+            offline = (
+                "the hub is unreachable or HF_HUB_OFFLINE=1 is set"
+                if _hub_offline()
+                else "the download failed"
+            )
+            raise ValueError(
+                f"pretrained=true needs ImageNet weights from the hub, but {offline} "
+                f"({type(exc).__name__}: {str(exc)[:200]}); set model.weights_path=/path/to/weights.pth "
+                "(a local timm state dict) or model.pretrained=false with a from-scratch recipe "
+                "(e.g. experiment=paper_thda_scratch)"
+            ) from exc
     if weights_path is not None:
         load_weights(model, weights_path)
     return model

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from her2mri.data.build import build_datamodule, preprocess_from_cfg
+from her2mri.data.build import build_datamodule, model_input_spec, preprocess_from_cfg
 from her2mri.data.errors import DataError
 from her2mri.options import check_choice
 from her2mri.training.aggregation import PatientPredictions, SlicePredictions
@@ -105,7 +105,16 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
             stacklevel=2,
         )
     pre_dict.update(given)
-    pre = preprocess_from_cfg(pre_dict, module.num_views, spec["name"])
+    inputs = model_input_spec(module)
+    pre = preprocess_from_cfg(
+        pre_dict, inputs["num_views"], spec["name"], inputs["spatial_dims"], inputs["in_chans"]
+    )
+    if pre.stats_scope == "cohort" and pre.cohort_stats is None:
+        raise ValueError(
+            f"{ckpt_path}: preprocess.stats_scope='cohort' but the checkpoint holds no cohort statistics; "
+            "the statistics must come from the training split (retrain with stats_scope=cohort, or evaluate "
+            "with preprocess.stats_scope=volume)"
+        )
     fixed_size = getattr(module.model, "img_size", None)
     if fixed_size is not None and int(fixed_size) != int(pre.image_size):
         raise ValueError(

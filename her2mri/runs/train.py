@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from her2mri.data.build import build_datamodule, preprocess_from_cfg, sites_of
+from her2mri.data.build import build_datamodule, model_input_spec, preprocess_from_cfg, sites_of
 from her2mri.extras import EXTRA_OF, require
 from her2mri.io_utils import clean_stale_temps
 from her2mri.runs.outputs import write_metrics_json, write_predictions
@@ -370,12 +370,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate(cfg.module, model=spec, _convert_="partial")
     # set after instantiate: passed through instantiate, the `_target_` nodes would become objects
     module.hparams.optimizer_config = optimizer_cfg
+    inputs = model_input_spec(module)
     pre = preprocess_from_cfg(
-        OmegaConf.to_container(cfg.preprocess, resolve=True), module.num_views, spec["name"]
+        OmegaConf.to_container(cfg.preprocess, resolve=True),
+        inputs["num_views"],
+        spec["name"],
+        inputs["spatial_dims"],
+        inputs["in_chans"],
     )
-    module.hparams.data_spec = {"preprocess": pre.to_dict(), "data": _data_settings(cfg.data)}
-    # store again, so that hparams_initial (what loggers write to csv/hparams.yaml) holds data_spec too
-    module.save_hyperparameters(dict(module.hparams))
     log.info("model %s (%d parameters), views=%s", spec["name"], _n_params(module), pre.views)
 
     ckpt_dir = out_dir / "checkpoints"
@@ -388,6 +390,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "(set ckpt_path=<file>, or use her2mri-eval)"
         )
     datamodule = build_datamodule(cfg.data, pre.to_dict(), cache_dir=cache_dir_of(cfg))
+    if pre.stats_scope == "cohort" and hasattr(datamodule, "fit_cohort_stats"):
+        # training-split statistics, computed once here so that the checkpoint stores them
+        pre = datamodule.fit_cohort_stats()
+        log.info("cohort statistics (train split) per phase (lo, hi): %s", pre.cohort_stats)
+    module.hparams.data_spec = {"preprocess": pre.to_dict(), "data": _data_settings(cfg.data)}
+    # store again, so that hparams_initial (what loggers write to csv/hparams.yaml) holds data_spec too
+    module.save_hyperparameters(dict(module.hparams))
     loggers = instantiate_group(cfg.get("logger"))
     callbacks = instantiate_group(cfg.get("callbacks"))
     if not loggers:
@@ -397,6 +406,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     metrics: dict[str, Any] = {}
+    tune = cfg.get("tune") or {}
+    if do_train and tune.get("lr_find", False):
+        metrics["tune/lr_find"] = run_lr_find(trainer, module, datamodule, tune)
     if do_train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         for key in ("val/auroc_patient_best", "train/loss_epoch", "train/auroc_slice"):
@@ -472,6 +484,66 @@ def _write_model_card(
     json_path, _ = write_model_card(Path(ckpt).parent, card)
     log.info("model card %s written to %s", card["id"], json_path.parent)
     return str(json_path)
+
+
+def run_lr_find(trainer: Any, module: Any, datamodule: Any, tune: Mapping[str, Any]) -> float:
+    """Lightning's learning-rate finder; its suggestion becomes the optimizer's ``lr`` for the fit.
+
+    The model weights are restored after the search (Lightning does it), so the fit starts from the same
+    initial weights. The suggestion is logged, stored in ``module.hparams.optimizer_config`` and returned.
+
+    Args:
+        trainer: the run's trainer.
+        module: the ``HER2Classifier``.
+        datamodule: the run's datamodule.
+        tune: the ``tune`` config node (``min_lr``, ``max_lr``, ``num_training``).
+
+    Raises:
+        ValueError: the finder gave no suggestion (too few batches, or a loss that never decreased).
+    """
+    import functools
+
+    from lightning.pytorch.tuner import Tuner
+
+    num_training = int(tune.get("num_training", 50))
+    fit_loop = trainer.fit_loop
+    max_epochs = fit_loop.max_epochs
+    # the finder runs num_training steps whatever the epoch length: lift max_epochs for the search only
+    fit_loop.max_epochs = max(int(max_epochs or 0), num_training)
+    try:
+        finder = Tuner(trainer).lr_find(
+            module,
+            datamodule=datamodule,
+            min_lr=float(tune.get("min_lr", 1e-6)),
+            max_lr=float(tune.get("max_lr", 1e-1)),
+            num_training=num_training,
+            early_stop_threshold=tune.get("early_stop_threshold", 4.0),
+            update_attr=False,
+        )
+    finally:
+        fit_loop.max_epochs = max_epochs
+    lr = None
+    if finder is not None:
+        n = len(finder.results.get("lr", []))
+        # Lightning skips the first 10 points; short searches (tiny data, debugging) skip a fifth instead
+        lr = finder.suggestion(skip_begin=min(10, n // 5), skip_end=1 if n > 5 else 0)
+    if lr is None or not math.isfinite(float(lr)) or lr <= 0:
+        raise ValueError(
+            "tune.lr_find=true gave no learning-rate suggestion (too few training batches or a loss that "
+            "never "
+            "decreased); raise tune.num_training or set module.optimizer.lr yourself"
+        )
+    lr = float(lr)
+    factory = getattr(module, "_optimizer_factory", None)
+    if factory is not None:
+        module._optimizer_factory = functools.partial(factory, lr=lr)
+    else:
+        module.hparams.lr = lr
+    opt_cfg = module.hparams.get("optimizer_config") or {}
+    if isinstance(opt_cfg, dict) and isinstance(opt_cfg.get("optimizer"), dict):
+        opt_cfg["optimizer"]["lr"] = lr
+    log.info("tune.lr_find: suggested lr %.3g", lr)
+    return lr
 
 
 def _best_checkpoint(trainer: Any) -> str | None:
