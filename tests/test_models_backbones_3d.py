@@ -47,6 +47,27 @@ def test_timm_passthrough_and_thda_on_any_resnet_family_backbone():
     assert one(torch.randn(2, 3, 1, 32, 32)).shape == (2, 2)
 
 
+@pytest.mark.parametrize(
+    ("name", "shape"), [("efficientnet_b0", (2, 3, 32, 32)), ("resnet3d", (2, 3, 8, 32, 32))]
+)
+def test_new_models_follow_the_model_api(name, shape, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x = torch.randn(*shape)
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1])).backward()
+    assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+    model.eval()
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    torch.manual_seed(1)
+    again = create_model(name, weights_path=str(path)).eval()
+    with torch.no_grad():
+        assert torch.equal(again(x), model(x))
+    model.reset_classifier(3)
+    with torch.no_grad():
+        assert model(x).shape == (2, 3)
+
+
 def test_3d_baselines_forward():
     m = create_model("resnet3d")
     assert m.spatial_dims == 3 and m(torch.randn(2, 3, 8, 32, 32)).shape == (2, 2)

@@ -172,11 +172,6 @@ def test_free_percentiles():
             PreprocessConfig(**bad)
 
 
-def test_new_fields_keep_old_cache_keys():
-    # the key of a default config (written before issue 15) must not change
-    assert PreprocessConfig().key() == "1ba1f65c8e4b3da5"
-
-
 # ---------------------------------------------------------------------------------------------- cohort scope
 def test_cohort_bounds_rule():
     cfg = PreprocessConfig(stats_scope="cohort", normalization="clip_channel_q98")

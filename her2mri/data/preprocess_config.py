@@ -229,25 +229,7 @@ class PreprocessConfig:
         return cls(**d)
 
     def key(self) -> str:
-        """Stable short hash (16 hex chars of the sha1 of the sorted JSON of the fields).
-
-        Fields added later (issue 15) are left out while they hold their default, so caches written before
-        them keep their key.
-        """
-        d = self.to_dict()
-        for name, default in _LATER_DEFAULTS.items():
-            if d.get(name) == default:
-                d.pop(name)
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        """Stable short hash (16 hex chars of the sha1 of the sorted JSON of the fields)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
 
-
-#: fields added after the cache key was first defined, with their defaults (left out of key() when default)
-_LATER_DEFAULTS: dict[str, Any] = {
-    "upper_percentile": None,
-    "cohort_stats": None,
-    "channels": "phases",
-    "phase_channels": 3,
-    "volume_depth": 16,
-    "kinetic_eps": 0.05,
-}

@@ -24,7 +24,7 @@ Gaussian noise (magnitude in air), and two breast-shaped body regions over a dar
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,6 +119,7 @@ def _make_patient(
     offset: float,
     noise_sd: float,
     difficulty: float,
+    n_vessels: tuple[int, int] = (2, 5),
 ) -> tuple[list[np.ndarray], np.ndarray, dict[str, float]]:
     """One patient: a list of ``n_times`` uint16 volumes, the uint8 mask, and the planted truth."""
     nz, ny, nx = shape
@@ -174,7 +175,7 @@ def _make_patient(
 
     # vessels: tubes wandering along z
     vessels = np.zeros(shape, dtype=bool)
-    for _ in range(int(rng.integers(2, 5))):
+    for _ in range(int(rng.integers(n_vessels[0], n_vessels[1]))):
         vy, vx = rng.uniform(0.4, 0.75), rng.choice([0.2, 0.36, 0.64, 0.8]) + rng.uniform(-0.03, 0.03)
         amp_y, amp_x, ph = rng.uniform(0.01, 0.04), rng.uniform(0.01, 0.04), rng.uniform(0, 2 * np.pi)
         path_y = vy + amp_y * np.sin(2.5 * zz + ph)
@@ -231,6 +232,8 @@ def make_synthetic_cohort(
     layout: str = "folders",
     site_column: bool = True,
     show_progress: bool = False,
+    sites: Mapping[str, Sequence[float]] | None = None,
+    n_vessels: Sequence[int] = (2, 5),
 ) -> SyntheticCohort:
     """Write a synthetic BreastDCEDL-style I-SPY2 cohort with a planted HER2 kinetic signal.
 
@@ -252,6 +255,9 @@ def make_synthetic_cohort(
         layout: ``folders`` (``dce/`` and ``mask/`` side by side) or ``patient`` (one folder per patient).
         site_column: add a ``site`` column (A/B/C) after the 29 BreastDCEDL columns.
         show_progress: show a tqdm progress bar.
+        sites: scanner sites ``{name: (gain, offset)}`` drawn uniformly per patient; None = :data:`SITES`
+            (A/B/C). Held-out and external cohorts use their own gains (``tools/heldout_benchmark.py``).
+        n_vessels: ``(low, high)``: each patient gets ``low`` to ``high - 1`` enhancing vessels.
 
     Returns:
         A :class:`SyntheticCohort`.
@@ -284,8 +290,14 @@ def make_synthetic_cohort(
     n_pos = min(max(1, round(pos_fraction * n)), n - 1)
     labels = rng.permutation(np.array([1] * n_pos + [0] * (n - n_pos)))
     split_codes = _split_labels(rng, labels, test_fraction, val_fraction)
-    site_names = list(SITES)
-    sites = [site_names[i] for i in rng.integers(0, len(site_names), size=n)]
+    site_table = {str(k): (float(v[0]), float(v[1])) for k, v in (sites or SITES).items()}
+    if not site_table or any(g <= 0 for g, _ in site_table.values()):
+        raise ValueError(f"sites={sites!r} must map site names to (gain > 0, offset)")
+    vessels_range = tuple(int(v) for v in n_vessels)
+    if len(vessels_range) != 2 or not 0 <= vessels_range[0] < vessels_range[1]:
+        raise ValueError(f"n_vessels={n_vessels!r} must be (low, high) with 0 <= low < high")
+    site_names = list(site_table)
+    site_of = [site_names[i] for i in rng.integers(0, len(site_names), size=n)]
 
     rows, truths = [], []
     iterator = range(n)
@@ -298,8 +310,10 @@ def make_synthetic_cohort(
         pid = f"SYN2-{i + 1:06d}"
         nt = int(times[int(prng.integers(0, len(times)))])
         her2 = int(labels[i])
-        gain, offset = SITES[sites[i]]
-        vols, mask, truth = _make_patient(prng, shape_t, nt, her2, gain, offset, noise_sd, difficulty)
+        gain, offset = site_table[site_of[i]]
+        vols, mask, truth = _make_patient(
+            prng, shape_t, nt, her2, gain, offset, noise_sd, difficulty, vessels_range
+        )
         if layout == "folders":
             dce_dir, mask_dir = root / "dce", root / "mask"
         else:
@@ -350,8 +364,8 @@ def make_synthetic_cohort(
         )
         rows[-1]["race_black"] = int(not rows[-1]["race_white"] and prng.random() < 0.6)
         if site_column:
-            rows[-1]["site"] = sites[i]
-        truths.append({"pid": pid, "HER2pos": her2, "site": sites[i], "n_times": nt, **truth})
+            rows[-1]["site"] = site_of[i]
+        truths.append({"pid": pid, "HER2pos": her2, "site": site_of[i], "n_times": nt, **truth})
 
     meta = pd.DataFrame(rows)
     csv = root / "metadata.csv"
