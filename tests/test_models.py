@@ -20,7 +20,7 @@ TINY: dict[str, dict] = {
     "vit_base": {"img_size": SIZE, "depth": 1, "embed_dim": 48, "num_heads": 3},
     "cvt_13": {"depth": [1, 2, 3], "embed_dim": [16, 32, 64], "num_heads": [1, 2, 2]},
 }
-# the seed backbones, the generic timm/THDA factories and the 3-D baselines are large (VGG19: 139 M parameters)
+# the seed backbones, the generic timm/THDA factories and the 3-D baselines are large (VGG19: 139 M params)
 # or take volumes: tests/test_models_backbones_3d.py covers them with inputs of their own
 LARGE_OR_3D = {"resnet50", "resnet101", "densenet121", "efficientnet_b0", "vgg19", "timm_classifier",
                "thda_resnet", "thda_resnet50", "resnet3d", "densenet3d"}  # fmt: skip

@@ -93,7 +93,7 @@ def test_offline_pretrained_without_weights_path_fails_at_once(monkeypatch):
 
 
 def test_3d_baseline_trains_on_the_synthetic_cohort(synthetic_cohort, tmp_path):
-    from her2mri.training.run import train
+    from her2mri.runs.train import train
 
     cfg = compose_config(
         "train",
@@ -112,7 +112,7 @@ def test_3d_baseline_trains_on_the_synthetic_cohort(synthetic_cohort, tmp_path):
 
 
 def test_lr_find_sets_the_learning_rate(synthetic_cohort, tmp_path):
-    from her2mri.training.run import train
+    from her2mri.runs.train import train
 
     cfg = compose_config(
         "train",

@@ -11,6 +11,7 @@ import torch
 from _helpers import compose_config, synthetic_overrides
 
 from her2mri.data.augment import RandDCEAugment
+from her2mri.data.build import preprocess_from_cfg, resolve_views
 from her2mri.data.channels import make_channels
 from her2mri.data.cohort_stats import cohort_bounds, fit_cohort_stats, sample_case
 from her2mri.data.datamodule import DCEDataModule
@@ -18,7 +19,6 @@ from her2mri.data.io import load_case_arrays
 from her2mri.data.normalize import NormalizeDCE
 from her2mri.data.pipeline import preprocess_case
 from her2mri.data.preprocess_config import PreprocessConfig
-from her2mri.training.data_setup import preprocess_from_cfg, resolve_views
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -211,9 +211,10 @@ def test_cohort_stats_come_from_the_training_split_only(synthetic_cohort, tmp_pa
 
 def test_cohort_stats_are_stored_in_the_checkpoint_and_reused_by_eval(synthetic_cohort, tmp_path):
     from her2mri.data.synth import make_synthetic_cohort
-    from her2mri.experiments.scoring import load_for_eval
+    from her2mri.runs.evaluate import evaluate
+    from her2mri.runs.scoring import load_for_eval
+    from her2mri.runs.train import train
     from her2mri.training.module import HER2Classifier
-    from her2mri.training.run import evaluate, train
 
     tiny = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2",
             "data.num_workers=0", "preprocess.stats_scope=cohort", "model=resnet34", "data.batch_size=8",

@@ -106,7 +106,7 @@ def make_cohorts(
     out: Path, seed: int, n: int, n_external: int, difficulty: float, shape: Sequence[int]
 ) -> dict:
     """Write (once) the internal and external held-out cohorts of ``seed``; returns their roots and CSVs."""
-    from her2mri.training.data_setup import ensure_synthetic_cohort
+    from her2mri.data.build import ensure_synthetic_cohort
 
     common = {"shape": list(shape), "n_times": [6, 7], "difficulty": difficulty, "n_vessels": [4, 8]}
     internal = ensure_synthetic_cohort(
@@ -161,7 +161,8 @@ def run_recipe(
     from hydra import compose, initialize_config_dir
 
     from her2mri.cli._config import config_dir
-    from her2mri.training.run import evaluate, train
+    from her2mri.runs.evaluate import evaluate
+    from her2mri.runs.train import train
 
     run_dir = out / "runs" / name / f"seed{seed}"
     ext_dir = run_dir / "external"

@@ -232,4 +232,3 @@ class PreprocessConfig:
         """Stable short hash (16 hex chars of the sha1 of the sorted JSON of the fields)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
-
