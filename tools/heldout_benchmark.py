@@ -46,15 +46,22 @@ EXTERNAL_SITES: dict[str, tuple[float, float]] = {"X1": (0.45, 5.0), "X2": (2.6,
 
 #: the tiny CPU setting shared by every recipe (32-px crops of 64-px slices, a few epochs)
 BASE: tuple[str, ...] = (
-    "experiment=main_job",
+    "model=thda_resnet34",
+    "preprocess=clip_channel_q98",
     "preprocess.crop_size=32",
     "preprocess.image_size=32",
     "preprocess.n_slices=3",
     "trainer.accelerator=cpu",
     "data.num_workers=0",
     "data.progress=false",
+    "data.batch_size=16",
     "stats_n_boot=0",
     "num_threads=1",
+    # the from-scratch recipe of the main job (conf/demo/synthetic.yaml; the demo file itself only applies
+    # to data=synthetic): lr 1e-3, flips/rotations plus joint intensity jitter
+    "module.optimizer.lr=1e-3",
+    "data.augment_kwargs={gamma_range:[0.7,1.4],brightness:0.1,prob_intensity:0.8}",
+    "callbacks.early_stopping.patience=10",
 )
 
 #: recipe name -> (description, overrides on top of BASE); "scratch" is the main job's from-scratch recipe
@@ -89,7 +96,7 @@ RECIPES: dict[str, tuple[str, tuple[str, ...]]] = {
     "resnet34": ("ResNet34, single view", ("model=resnet34",)),
     "volume3d": (
         "3-D MONAI ResNet-10 on a 16 x 32 x 32 tumour box",
-        ("experiment=baseline_3d", "preprocess.n_slices=3"),
+        ("experiment=baseline_3d", "model=resnet3d", "data.batch_size=8", "data.imagenet_norm=false"),
     ),
 }
 
@@ -168,11 +175,8 @@ def run_recipe(
     ext_dir = run_dir / "external"
     done = run_dir / "metrics.json"
     _, overrides = RECIPES[name]
-    base = [
-        o
-        for o in BASE
-        if not (o.startswith("experiment=") and any(x.startswith("experiment=") for x in overrides))
-    ]
+    keys = {o.split("=", 1)[0] for o in overrides}
+    base = [o for o in BASE if o.split("=", 1)[0] not in keys]  # a recipe's own value replaces the base's
     train_over = [*base, *overrides, *_data_overrides(*cohorts["internal"]), f"seed={seed}",
                   f"trainer.max_epochs={epochs}", f"paths.output_dir={run_dir}",
                   f"paths.cache_dir={out / 'cache'}"]  # fmt: skip
