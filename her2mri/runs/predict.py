@@ -282,7 +282,7 @@ def score_checkpoint(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from her2mri.data.build import preprocess_from_cfg
+    from her2mri.data.build import model_input_spec, preprocess_from_cfg
     from her2mri.data.dataset import SliceDataset
     from her2mri.data.prepare import prepare_cohort
     from her2mri.runs.model_card import card_id_for
@@ -293,7 +293,15 @@ def score_checkpoint(
     data_spec = module.hparams.get("data_spec") or {}
     pre_dict = dict(data_spec.get("preprocess") or {})
     pre_dict.update({k: v for k, v in (preprocess_overrides or {}).items() if v is not None})
-    pre = preprocess_from_cfg(pre_dict, module.num_views, spec["name"])
+    inputs = model_input_spec(module)
+    pre = preprocess_from_cfg(
+        pre_dict, inputs["num_views"], spec["name"], inputs["spatial_dims"], inputs["in_chans"]
+    )
+    if pre.stats_scope == "cohort" and pre.cohort_stats is None:
+        raise ValueError(
+            f"{ckpt_path}: preprocess.stats_scope='cohort' but the checkpoint holds no cohort statistics "
+            "(they come from the training split only)"
+        )
     imagenet_norm = bool((data_spec.get("data") or {}).get("imagenet_norm", True))
     key = pre.key()
     if arrays_cache is not None and key in arrays_cache:
@@ -303,7 +311,8 @@ def score_checkpoint(
         if arrays_cache is not None:
             arrays_cache[key] = arrays
     with_mask = bool(arrays) and all("masks" in a for a in arrays)
-    ds = SliceDataset(list(records), arrays, None, imagenet_norm, with_mask)
+    norm_dim = -4 if pre.views == "volume" else -3  # RGB axis of the ImageNet statistics (as DCEDataModule)
+    ds = SliceDataset(list(records), arrays, None, imagenet_norm, with_mask, channel_dim=norm_dim)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=0)
     pids: list[str] = []
     sidx: list[int] = []
