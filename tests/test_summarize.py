@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from her2mri.cli.summarize import main as summarize_main
+from her2mri.runs.rundir import parse_override
 from her2mri.runs.summary import (
     assign_settings,
     collect_runs,
     format_cell,
-    parse_override,
     summarize,
     summarize_runs,
 )

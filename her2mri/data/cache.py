@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import uuid
 import warnings
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import numpy as np
 from her2mri.data.errors import DataError
 from her2mri.data.preprocess_config import PreprocessConfig
 from her2mri.data.records import CaseRecord
-from her2mri.io_utils import atomic_write, clean_stale_temps
+from her2mri.io_utils import atomic_write, atomic_write_text, clean_stale_temps
 
 ARRAY_KEYS: tuple[str, ...] = ("images", "masks", "slice_idx")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -103,10 +101,7 @@ class CaseCache:
     def _write_config(self) -> None:
         cfg_file = self.dir / "config.json"
         if not cfg_file.exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.dir / f".config.json.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-            tmp.write_text(json.dumps(self.cfg.to_dict(), indent=1, sort_keys=True))
-            os.replace(tmp, cfg_file)
+            atomic_write_text(cfg_file, json.dumps(self.cfg.to_dict(), indent=1, sort_keys=True))
 
     def has(self, record: CaseRecord) -> bool:
         """Whether a (complete) entry for ``record`` exists."""

@@ -26,6 +26,7 @@ mapping goes to a separate key file (:func:`import_cohort`).
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ from her2mri.data.geometry import canonical_spacing, lps_to_ras, mask_on_grid, t
 from her2mri.data.io import compact_dtype
 from her2mri.data.phases import PhaseRule, parse_phases
 from her2mri.data.pseudonym import default_key_file, load_key, pseudonym
+from her2mri.io_utils import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 __all__ = [
@@ -94,9 +96,7 @@ def _atomic_nifti(arr_ijk: np.ndarray, affine_ras: np.ndarray, path: Path) -> No
     img.header.set_xyzt_units("mm", "sec")
     img.set_qform(affine_ras, code=1)
     img.set_sform(affine_ras, code=1)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(img, str(tmp))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, gzip.compress(img.to_bytes()) if path.name.endswith(".gz") else img.to_bytes())
 
 
 def _load_with_affine(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -342,9 +342,7 @@ def _read_labels(labels_csv: Path) -> dict[str, dict[str, Any]]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def import_cohort(
@@ -458,9 +456,7 @@ def import_cohort(
             ", ".join(unlabelled[:10]),
         )  # case ids only: pseudonyms when pseudonymizing
     manifest = out / "manifest.csv"
-    tmp = manifest.with_name(".manifest.csv.tmp")
-    pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(tmp, index=False)
-    os.replace(tmp, manifest)
+    atomic_write_text(manifest, pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)).to_csv(index=False))
     _write_atomic(out / "import_report.json", json.dumps({"cases": reports, "failed": n_failed}, indent=1))
     if pseudonymize:
         key_path.parent.mkdir(parents=True, exist_ok=True)

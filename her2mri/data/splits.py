@@ -12,7 +12,6 @@ patients is the validation set (early stopping, model selection), and the rest i
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from her2mri.data.errors import DataError
+from her2mri.io_utils import atomic_write_text
 
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
 SPLIT_FILE_VERSION = 1
@@ -129,12 +129,7 @@ def make_kfold_split(
 
 def save_split(split: dict[str, Any], path: str | Path) -> Path:
     """Write a split dict as JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(split, indent=1, sort_keys=True))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(split, indent=1, sort_keys=True))
 
 
 def _check_disjoint(fold: dict[str, list[str]], source: str) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from her2mri.data.errors import DataError
+from her2mri.io_utils import atomic_write_text
 from her2mri.radiomics.cases import RadiomicsCase, cases_frame
 from her2mri.radiomics.evaluate import binary_metrics
 from her2mri.radiomics.extract import RETEST_PREFIX
@@ -48,14 +49,12 @@ def _write(out: Path, name: str, pids: Sequence[str], label: pd.Series, prob: np
     run = out / name
     (run / "predictions").mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame({"pid": list(pids), "label": label.to_numpy(), "prob": prob, "n_slices": 1})
-    tmp = run / "predictions" / "test_patients.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(run / "predictions" / "test_patients.csv")
+    atomic_write_text(run / "predictions" / "test_patients.csv", df.to_csv(index=False))
     known = label.notna().to_numpy()
     metrics = binary_metrics(label[known].astype(int).to_numpy(), prob[known], "test") if known.any() else {}
     metrics["test/n_scored"] = float(len(df))
     payload = {"metrics": metrics, "config": meta, "status": "ok", "signature": name}
-    (run / "metrics.json").write_text(json.dumps(payload, indent=2, default=str))
+    atomic_write_text(run / "metrics.json", json.dumps(payload, indent=2, default=str))
     return metrics
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from her2mri.io_utils import atomic_write
 from her2mri.radiomics.clinical import (
     BestColumnSelector,
     StepwiseSelector,
@@ -92,9 +93,7 @@ def _nomogram(est: Any, X: pd.DataFrame, out: Path, target: str) -> str | None:
         values = {labels[c]: axis_values(X[c].to_numpy()) for c in f["features"]}
         nom = build_nomogram(coefs, b0, values)
         fig = plot_nomogram(nom, title=f"Combined model ({target})", risk_label=f"Risk of {target}")
-        tmp = out / "nomogram.tmp.png"
-        fig.savefig(tmp, dpi=120)
-        tmp.replace(out / "nomogram.png")
+        atomic_write(out / "nomogram.png", lambda fh: fig.savefig(fh, format="png", dpi=120))
         return None
     except Exception as exc:  # a nomogram is a figure: never fail the experiment for it
         warnings.warn(f"nomogram not drawn: {exc}", stacklevel=2)

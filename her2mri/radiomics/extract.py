@@ -26,6 +26,7 @@ import pandas as pd
 
 from her2mri.data.errors import DataError
 from her2mri.extras import install_hint, require
+from her2mri.io_utils import atomic_write
 from her2mri.radiomics.cases import RadiomicsCase, read_case_arrays
 from her2mri.radiomics.rings import distance_to_mask, ring_regions
 
@@ -414,8 +415,5 @@ def extract_cohort(
     if mask_variant != "none":
         df.columns = [RETEST_PREFIX + c for c in df.columns]
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
-        df.to_pickle(tmp)
-        tmp.replace(cache_file)
+        atomic_write(cache_file, df.to_pickle)  # unique temporary name: parallel runs never share one
     return df

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from her2mri.data.errors import DataError
+from her2mri.io_utils import atomic_write, atomic_write_text
 
 MANIFEST = "models.json"
 FORMAT = "her2mri-radiomics-models"
@@ -49,13 +49,12 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """``write(file_handle)`` into ``path`` atomically (:func:`her2mri.io_utils.atomic_write`)."""
+    atomic_write(path, write)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda p: Path(p).write_text(text))
+    atomic_write_text(path, text)
 
 
 def fitted_pipeline(estimator: BaseEstimator) -> BaseEstimator:

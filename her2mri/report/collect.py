@@ -8,7 +8,6 @@ can be given a display name as ``NAME=PATH``.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from her2mri.data.errors import DataError
+from her2mri.runs.rundir import read_run_dir
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -175,47 +175,25 @@ def parse_source_arg(arg: str) -> tuple[str | None, Path]:
     return None, Path(arg)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read as JSON ({exc}).") from exc
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}.")
-    return data
-
-
-def _hydra_experiment(run_dir: Path) -> str | None:
-    path = run_dir / ".hydra" / "hydra.yaml"
-    if not path.is_file():
-        return None
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        choice = data.get("hydra", {}).get("runtime", {}).get("choices", {}).get("experiment")
-    except Exception:  # noqa: BLE001 - the name is cosmetic: fall back to the model name
-        return None
-    return str(choice) if choice not in (None, "null", "") else None
-
-
 def run_name(run_dir: Path) -> str:
     """Display name of a run directory.
 
     In order: ``experiment_name`` or ``run_name`` in the config of its ``metrics.json``, the Hydra experiment
     choice (``.hydra/hydra.yaml``), the model name in the config, the folder name.
+
+    Raises:
+        DataError: ``metrics.json`` exists but cannot be read.
     """
-    config: dict[str, Any] = {}
-    mpath = run_dir / "metrics.json"
-    if mpath.is_file():
-        cfg = _read_json(mpath).get("config")
-        config = cfg if isinstance(cfg, dict) else {}
+    run = read_run_dir(run_dir)
+    if run.read_error:
+        raise DataError(run.read_error)
+    config = run.payload.get("config")
+    config = config if isinstance(config, dict) else {}
     for key in ("experiment_name", "run_name"):
         if isinstance(config.get(key), str) and config[key]:
             return config[key]
-    exp = _hydra_experiment(run_dir)
-    if exp:
-        return exp
+    if run.choices.get("experiment") not in (None, "null", ""):
+        return str(run.choices["experiment"])
     model = config.get("model")
     if isinstance(model, dict) and isinstance(model.get("name"), str):
         return model["name"]
@@ -226,20 +204,20 @@ def run_name(run_dir: Path) -> str:
 
 def _stored_threshold(run_dir: Path | None) -> float | None:
     """``locked_threshold.value`` of ``<run_dir>/metrics.json`` (None when absent or not chosen)."""
-    if run_dir is None or not (run_dir / "metrics.json").is_file():
+    if run_dir is None:
         return None
-    locked = _read_json(run_dir / "metrics.json").get("locked_threshold")
-    if isinstance(locked, dict) and isinstance(locked.get("value"), (int, float)):
-        return float(locked["value"])
-    return None
+    run = read_run_dir(run_dir)
+    if run.read_error:
+        raise DataError(run.read_error)
+    return run.locked_threshold
 
 
 def _run_split(run_dir: Path) -> str | None:
     """The ``split`` an eval run scored (``config.split`` of its metrics.json), or ``None``."""
-    mpath = run_dir / "metrics.json"
-    if not mpath.is_file():
-        return None
-    cfg = _read_json(mpath).get("config")
+    run = read_run_dir(run_dir)
+    if run.read_error:
+        raise DataError(run.read_error)
+    cfg = run.payload.get("config")
     value = cfg.get("split") if isinstance(cfg, dict) else None
     return str(value) if isinstance(value, str) and value else None
 
@@ -250,16 +228,12 @@ def training_val_csv(run_dir: Path, val_split: str) -> Path | None:
     An eval run's metrics.json records ``ckpt_path`` (``<train run>/checkpoints/<name>.ckpt``); the training
     run's ``predictions/{val_split}_patients.csv`` is returned when it exists.
     """
-    mpath = run_dir / "metrics.json"
-    if not mpath.is_file():
+    run = read_run_dir(run_dir)
+    if run.read_error:
+        raise DataError(run.read_error)
+    ckpt_path = run.ckpt_path
+    if ckpt_path is None:
         return None
-    data = _read_json(mpath)
-    ckpt = data.get("ckpt_path") or (data.get("config") or {}).get("ckpt_path")
-    if not isinstance(ckpt, str) or not ckpt:
-        return None
-    ckpt_path = Path(ckpt)
-    if not ckpt_path.is_absolute():
-        ckpt_path = (run_dir / ckpt_path).resolve()
     candidate = ckpt_path.parent.parent / "predictions" / f"{val_split}_patients.csv"
     return candidate if candidate.is_file() else None
 
@@ -270,22 +244,15 @@ def _check_run_status(run_dir: Path) -> None:
     Raises:
         DataError: ``status`` is not ``ok`` (the predictions may be those of an unfinished run).
     """
-    mpath = run_dir / "metrics.json"
-    if not mpath.is_file():
+    run = read_run_dir(run_dir)
+    if not run.has_metrics:
         warnings.warn(
             f"{run_dir}: no metrics.json, so the run may not have finished; reporting its predictions anyway",
             UserWarning,
             stacklevel=3,
         )
         return
-    payload = _read_json(mpath)
-    status = payload.get("status")
-    if status != "ok":
-        raise DataError(
-            f"{mpath}: status is {status!r}, not 'ok' ({payload.get('error') or 'no error recorded'}): the "
-            "predictions of a failed or unfinished run are not reported. Re-run it, or pass a predictions "
-            "CSV file explicitly to report it anyway."
-        )
+    run.require_ok()
 
 
 def load_source(arg: str | Path, split: str = "test", val_split: str | None = "val") -> ModelSource:

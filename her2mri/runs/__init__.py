@@ -8,6 +8,7 @@ Modules:
     scoring: load one checkpoint with its preprocessing and score it on one split (shared core of evaluate,
         ensembles and calibration).
     calibration: recalibration and conformal sets fitted on a calibration set (``her2mri-eval recalibrate=``).
+    rundir: the one reader of a run directory (metrics.json and Hydra side files), shared with the report.
     outputs: ``metrics.json`` and ``predictions/*.csv`` writers and reader.
     sites: per-site patient metrics for cohorts with a ``site`` column.
     oof: pooled out-of-fold AUC with its CI for ``sweep=folds``.

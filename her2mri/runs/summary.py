@@ -20,13 +20,14 @@ number of runs.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from her2mri.runs.rundir import read_run_dir
 
 #: override keys that index replicates (averaged over), never part of a setting
 DEFAULT_REPLICATE_KEYS: tuple[str, ...] = ("seed", "data.fold", "data.seed")
@@ -100,27 +101,6 @@ class GroupSummary:
 
 
 # ---------------------------------------------------------------------- reading
-def _load_yaml(path: Path) -> Any:
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    except Exception:  # noqa: BLE001 - a broken side file must not stop a summary
-        return None
-
-
-def parse_override(text: str) -> tuple[str, str] | None:
-    """``"+a.b=3"`` -> ``("a.b", "3")``; ``"~a"`` -> ``("a", "(deleted)")``; None when not ``key=value``."""
-    text = str(text).strip()
-    if text.startswith("~"):
-        return text[1:].split("=", 1)[0], "(deleted)"
-    text = text.lstrip("+")
-    if "=" not in text:
-        return None
-    key, value = text.split("=", 1)
-    return key.strip(), value.strip()
-
-
 def _as_int(value: Any) -> int | None:
     try:
         return int(value)
@@ -136,7 +116,7 @@ def _as_float(value: Any) -> float:
 
 
 def read_run(run_dir: str | Path) -> RunResult:
-    """Read one run directory (``metrics.json`` and the Hydra side files when present).
+    """Read one run directory (``metrics.json`` and the Hydra side files, :func:`read_run_dir`).
 
     Args:
         run_dir: a directory holding ``metrics.json`` and/or ``.hydra/config.yaml``.
@@ -144,49 +124,21 @@ def read_run(run_dir: str | Path) -> RunResult:
     Returns:
         The :class:`RunResult` (``setting`` still empty).
     """
-    run_dir = Path(run_dir)
-    hydra_dir = run_dir / ".hydra"
-    payload: dict[str, Any] = {}
-    status, error = "missing", "no metrics.json (killed, or still running)"
-    mpath = run_dir / "metrics.json"
-    if mpath.is_file():
-        try:
-            payload = json.loads(mpath.read_text(encoding="utf-8"))
-            status = str(payload.get("status", "ok"))
-            error = str(payload.get("error") or "") if status != "ok" else ""
-        except (OSError, ValueError) as exc:
-            status, error = "failed", f"unreadable metrics.json ({type(exc).__name__}: {exc})"
-    config = payload.get("config") or {}
-    if not config and (hydra_dir / "config.yaml").is_file():
-        config = _load_yaml(hydra_dir / "config.yaml") or {}
-    overrides: dict[str, str] = {}
-    raw = _load_yaml(hydra_dir / "overrides.yaml") if (hydra_dir / "overrides.yaml").is_file() else None
-    for item in raw or []:
-        parsed = parse_override(item)
-        if parsed is not None:
-            overrides[parsed[0]] = parsed[1]
-    experiment = "-"
-    hydra_cfg = _load_yaml(hydra_dir / "hydra.yaml") if (hydra_dir / "hydra.yaml").is_file() else None
-    if isinstance(hydra_cfg, Mapping):
-        choices = (hydra_cfg.get("hydra") or {}).get("runtime", {}).get("choices", {}) or {}
-        if choices.get("experiment") not in (None, "null"):
-            experiment = str(choices["experiment"])
-    if experiment == "-" and "experiment" in overrides:
-        experiment = overrides["experiment"]
-    data = config.get("data") if isinstance(config, Mapping) else None
+    run = read_run_dir(run_dir)
+    config = run.config
+    data = config.get("data")
     fold = None
     if isinstance(data, Mapping) and data.get("split_mode") == "kfold":
         fold = _as_int(data.get("fold"))
-    metrics = {str(k): _as_float(v) for k, v in (payload.get("metrics") or {}).items()}
     return RunResult(
-        path=run_dir,
-        task=str(config.get("task_name", "-")) if isinstance(config, Mapping) else "-",
-        experiment=experiment,
-        overrides=overrides,
-        status=status,
-        error=error,
-        metrics=metrics,
-        seed=_as_int(config.get("seed")) if isinstance(config, Mapping) else None,
+        path=run.path,
+        task=str(config.get("task_name", "-")),
+        experiment=run.experiment or "-",
+        overrides=dict(run.overrides),
+        status=run.status,
+        error=run.error,
+        metrics={str(k): _as_float(v) for k, v in run.metrics.items()},
+        seed=_as_int(config.get("seed")),
         fold=fold,
     )
 

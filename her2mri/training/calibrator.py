@@ -17,8 +17,6 @@ File layout (``format: her2mri-calibration``, ``version: 1``)::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from her2mri.data.errors import DataError
+from her2mri.io_utils import atomic_write_text
 from her2mri.stats.conformal import ConformalCalibration
 from her2mri.stats.recalibration import Recalibrator
 
@@ -131,18 +130,7 @@ def save_calibration(bundle: CalibrationBundle, path: str | Path) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(bundle.to_dict(), indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(bundle.to_dict(), indent=1, allow_nan=False) + "\n")
 
 
 def load_calibration(path: str | Path) -> CalibrationBundle:
