@@ -100,13 +100,13 @@ def test_uran_plain_loop_matches_lightning_trainer() -> None:
     X = rng.normal(size=(40, 6)).astype(np.float32)
     y = (X[:, 0] - X[:, 1] + 0.5 * rng.normal(size=40) > 0).astype(np.float32)
     clf = URANClassifier(max_epochs=25, random_state=3).fit(X, y)
-    # the same optimisation in a Trainer: same seed, full batch in row order, same pos_weight
+    # the same optimisation in a Trainer, as URAN ran before: same seed, same pos_weight, a seeded shuffled
+    # DataLoader of batch 32 (two batches of the 40 rows per epoch)
     torch.manual_seed(3)
     module = URANModule(6, lr=clf.lr, weight_decay=clf.weight_decay, pos_weight=(40 - y.sum()) / y.sum())
     xt = torch.from_numpy((X - clf.mean_) / clf.scale_)
-    # own generator: a DataLoader without one draws its worker seed from the global RNG (shifting dropout)
     ds = TensorDataset(xt, torch.from_numpy(y))
-    loader = DataLoader(ds, batch_size=40, shuffle=False, generator=torch.Generator())
+    loader = DataLoader(ds, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(3))
     Trainer(max_epochs=25, accelerator="cpu", devices=1, barebones=True).fit(module, loader)
     module.eval()
     with torch.no_grad():
@@ -122,7 +122,9 @@ def test_uran_minibatch_and_bad_batch_size() -> None:
     a = URANClassifier(max_epochs=5, batch_size=8).fit(X, y).decision_function(X)
     b = URANClassifier(max_epochs=5, batch_size=8).fit(X, y).decision_function(X)
     np.testing.assert_array_equal(a, b)  # seeded batch order: reproducible
-    c = URANClassifier(max_epochs=5).fit(X, y).decision_function(X)
+    c = URANClassifier(max_epochs=5, batch_size=None).fit(X, y).decision_function(X)
     assert not np.allclose(a, c)  # mini-batches are really taken
+    d = URANClassifier(max_epochs=5).fit(X, y).decision_function(X)  # 30 rows <= 32: a full batch too
+    np.testing.assert_array_equal(c, d)
     with pytest.raises(ValueError, match="batch_size"):
         URANClassifier(batch_size=0).fit(X, y)

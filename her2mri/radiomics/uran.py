@@ -10,8 +10,8 @@ This implements the *intent* of the published method, not its code's defects (se
   shared bottleneck MLP of width ``max(1, channels // reduction)`` (>= 1; the published block squeezed 2
   logits with reduction 16, a width of 0, so it multiplied everything by 0.5); their sum through a sigmoid
   rescales each channel (CBAM-style channel attention).
-- The network trains in a plain torch loop (:class:`URANClassifier`; full batch by default), the same
-  optimisation as :class:`URANModule` in a Lightning ``Trainer`` without its per-fit overhead.
+- The network trains in a plain torch loop (:class:`URANClassifier`), the same optimisation as
+  :class:`URANModule` in a Lightning ``Trainer`` (same batches, same results) without its per-fit overhead.
 - The classifier returns one logit trained with ``BCEWithLogitsLoss`` (no softmax before the loss);
   probabilities (not argmax labels) are used for the AUC; the standardisation is fitted on training rows only.
 """
@@ -147,8 +147,9 @@ class URANClassifier(ClassifierMixin, BaseEstimator):
     with statistics of the rows passed to ``fit`` only. The loop is what :class:`URANModule` does in a
     Lightning ``Trainer`` (AdamW, ``BCEWithLogitsLoss`` with ``pos_weight``, same seed, same init), without
     the Trainer's start-up and per-epoch overhead, which dominated these millisecond fits (a URAN experiment
-    fits the network once per outer fold and signature). ``tests/test_radiomics_uran_dlr.py`` checks that
-    both give the same predictions within 1e-5.
+    fits the network once per outer fold and signature). The batches come from the same seeded, shuffled
+    ``DataLoader`` the Trainer was given, so each row keeps its batch and dropout mask;
+    ``tests/test_radiomics_uran_dlr.py`` checks that both give the same predictions within 1e-5.
 
     Args:
         channels: see :class:`URANNet`.
@@ -160,9 +161,9 @@ class URANClassifier(ClassifierMixin, BaseEstimator):
         lr: learning rate.
         weight_decay: AdamW weight decay.
         max_epochs: training epochs.
-        batch_size: mini-batch size; None (default) = full batch, one step per epoch on all training rows
-            (radiomics cohorts are small enough). With a size below the row count, batches are drawn in a
-            seeded random order each epoch.
+        batch_size: mini-batch size (32); None = full batch, one step per epoch on all training rows.
+            Up to 32 training rows the default is a full batch already. Rows are shuffled each epoch in a
+            seeded order.
         balance: weight positives by n_neg / n_pos in the loss.
         random_state: seed of the initialisation, dropout and batch order.
         num_threads: torch CPU threads while fitting / predicting (restored afterwards). 1 by default: on a
@@ -180,7 +181,7 @@ class URANClassifier(ClassifierMixin, BaseEstimator):
         lr: float = 3e-3,
         weight_decay: float = 1e-3,
         max_epochs: int = 60,
-        batch_size: int | None = None,
+        batch_size: int | None = 32,
         balance: bool = True,
         random_state: int = 0,
         num_threads: int = 1,
@@ -211,6 +212,8 @@ class URANClassifier(ClassifierMixin, BaseEstimator):
 
     def fit(self, X, y):  # noqa: ANN001, ANN201
         """Standardise on these rows and train the network."""
+        from torch.utils.data import DataLoader, TensorDataset
+
         Xa = np.asarray(X, dtype=np.float32)
         ya = np.asarray(y).astype(np.float32)
         if self.batch_size is not None and int(self.batch_size) < 1:
@@ -228,18 +231,14 @@ class URANClassifier(ClassifierMixin, BaseEstimator):
             opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             xt = torch.from_numpy((Xa - self.mean_) / self.scale_)
             yt = torch.from_numpy(ya)
-            n = len(xt)
-            bs = n if self.batch_size is None else min(int(self.batch_size), n)
+            bs = len(xt) if self.batch_size is None else int(self.batch_size)
+            # the DataLoader only draws the seeded batch order (shuffled rows, as the Trainer was fed), so
+            # every row keeps the dropout mask and batch it had under Lightning
             gen = torch.Generator().manual_seed(self.random_state)
+            loader = DataLoader(TensorDataset(xt, yt), batch_size=bs, shuffle=True, generator=gen)
             self.net_.train()
             for _ in range(int(self.max_epochs)):
-                order = torch.randperm(n, generator=gen) if bs < n else None
-                for start in range(0, n, bs):
-                    if order is None:
-                        xb, yb = xt, yt
-                    else:
-                        idx = order[start : start + bs]
-                        xb, yb = xt[idx], yt[idx]
+                for xb, yb in loader:
                     opt.zero_grad(set_to_none=True)
                     loss_fn(self.net_(xb), yb).backward()
                     opt.step()
