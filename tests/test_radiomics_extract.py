@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib
 import time
 from pathlib import Path
 
@@ -36,6 +37,16 @@ def test_clear_error_without_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
+    # her2mri.extras.require uses importlib.import_module, which returns an already imported module without
+    # calling __import__ (radiomics is imported when another test module ran first)
+    real_import_module = importlib.import_module
+
+    def fake_import_module(name: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if name == "radiomics" or name.startswith("radiomics."):
+            raise ImportError("No module named 'radiomics'")
+        return real_import_module(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", fake_import_module)
     with pytest.raises(ImportError, match=r"pip install 'her2mri\[radiomics\]'"):
         require_pyradiomics()
 
