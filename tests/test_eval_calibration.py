@@ -126,3 +126,14 @@ def test_eval_refuses_calibrating_on_the_evaluated_split(synthetic_cohort, train
     )  # fmt: skip
     with pytest.raises(ValueError, match="overlaps the evaluated split"):
         evaluate(ecfg)
+
+
+def test_ensemble_refuses_recalibration(tmp_path):
+    from her2mri.runs.evaluate import evaluate_ensemble
+
+    cfg = compose_config(
+        "eval",
+        ["ensemble=true", "ckpt_paths=[a.ckpt,b.ckpt]", "recalibrate=platt", f"paths.output_dir={tmp_path}"],
+    )
+    with pytest.raises(ValueError, match="calibrate one checkpoint"):
+        evaluate_ensemble(cfg)

@@ -209,6 +209,11 @@ def evaluate_ensemble(cfg: DictConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     out_dir = require_output_dir(cfg)
+    if cfg.get("recalibrate") is not None or cfg.get("conformal_alpha") is not None:
+        raise ValueError(
+            "recalibrate= / conformal_alpha= calibrate one checkpoint's probabilities: run her2mri-eval "
+            "without ensemble=true for each checkpoint (an ensemble mean would need its own calibration)."
+        )
     paths = ensemble_ckpt_paths(cfg)
     split = check_split(str(cfg.get("split", "test")))
     setup_runtime(cfg)
