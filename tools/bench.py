@@ -17,6 +17,13 @@ Sections (``--sections``, default all):
   must stay flat, and peak RSS must not grow with the cohort.
 * ``gpu``: fp32 vs bf16 autocast vs channels_last vs ``torch.compile``: img/s and peak GPU memory (only when
   CUDA is available; otherwise the section prints "skipped: no CUDA device").
+* ``cpu`` (not in the default list: ``--sections cpu``): CPU speed options for training and evaluation of
+  THDA-ResNet34 and ResNet34 on the real RGB slices of ``../shared/data/real`` at 224 px, batch 16:
+  channels_last, ``torch.compile`` (CPU inductor), 2 threads, ``inference_mode`` vs ``no_grad``; her2mri's
+  training samples/s beside a plain torch loop of the same model and batch (tools/bench_cpu.py).
+* ``cohort`` (``--sections cohort``): ``data.num_preprocess_workers`` 1 vs 2 on a BreastDCEDL-shaped cohort
+  (6 acquisitions, 80x256x256): time to the first training batch and peak memory of the process tree, with
+  the projection to 1,149 patients (tools/bench_cpu.py).
 
 Synthetic cohorts come from :func:`her2mri.data.synth.make_synthetic_cohort` (uint16 NIfTI, I-SPY2 layout). A
 few distinct patients are generated and larger cohorts are hard links of them under new pids (generating a
@@ -26,6 +33,8 @@ Usage::
 
     python tools/bench.py --quick                  # < 5 min on 2 cores
     python tools/bench.py --json bench.json        # full run (about 14 min on 2 shared cores)
+    python tools/bench.py --sections cpu --json cpu.json      # CPU speed options (about 25 min)
+    python tools/bench.py --sections cohort --json cohort.json  # preprocessing workers (about 10 min)
 """
 
 from __future__ import annotations
@@ -53,25 +62,41 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024.0 * 1024.0
 
+TRAIN_MODELS_: tuple[str, ...] = ("thda_resnet34", "resnet34")
 QUICK: dict[str, Any] = {
     "prep_shape": (48, 192, 192), "prep_patients": 3, "prep_repeats": 3,
     "train_plan": {96: (1, 6)}, "sync_size": 32, "sync_steps": 11,
     "loader_shape": (32, 128, 128), "loader_patients": 20, "loader_size": 96, "loader_epochs": 3,
     "growth_shape": (32, 128, 128), "growth_cohorts": (5, 10, 20), "unique": 5,
+    "cpu_models": TRAIN_MODELS_, "cpu_size": 96, "cpu_steps": (1, 2), "cpu_eval_reps": 3,
+    "cohort_patients": 10, "cohort_shape": (48, 192, 192), "cohort_size": 96, "cohort_repeats": 1,
 }  # fmt: skip
 FULL: dict[str, Any] = {
     "prep_shape": (80, 256, 256), "prep_patients": 4, "prep_repeats": 3,
     "train_plan": {96: (2, 10), 224: (1, 6)}, "sync_size": 32, "sync_steps": 11,
     "loader_shape": (80, 256, 256), "loader_patients": 40, "loader_size": 224, "loader_epochs": 3,
     "growth_shape": (80, 256, 256), "growth_cohorts": (20, 40, 80), "unique": 8,
+    "cpu_models": TRAIN_MODELS_, "cpu_size": 224, "cpu_steps": (1, 3), "cpu_eval_reps": 5,
+    "cohort_patients": 40, "cohort_shape": (80, 256, 256), "cohort_size": 224, "cohort_repeats": 2,
 }  # fmt: skip
-SECTIONS: tuple[str, ...] = ("prep", "train", "loader", "growth", "gpu")
+SECTIONS: tuple[str, ...] = ("prep", "train", "loader", "growth", "gpu", "cpu", "cohort")
+DEFAULT_SECTIONS: tuple[str, ...] = ("prep", "train", "loader", "growth", "gpu")
 THREAD_VARS: tuple[str, ...] = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-TRAIN_MODELS: tuple[str, ...] = ("thda_resnet34", "resnet34")
+TRAIN_MODELS: tuple[str, ...] = TRAIN_MODELS_
 BATCH = 16
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+def bench_cpu() -> Any:
+    """The ``cpu`` and ``cohort`` sections (tools/bench_cpu.py, imported from this file's folder)."""
+    import importlib
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return importlib.import_module("bench_cpu")
+
+
 def rss_mb() -> float:
     """Current resident set size of this process in MiB."""
     import psutil
@@ -761,6 +786,10 @@ def table(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 ".1f",
             )
             add(f"{tag} peak GPU MiB", row["peak_gpu_mb"], ".0f")
+    for sec, fn in (("cpu", "cpu_rows"), ("cohort", "cohort_rows")):
+        if sec in results:
+            for measure, value, fmt in getattr(bench_cpu(), fn)(results[sec]):
+                add(measure, value, fmt)
     return rows
 
 
@@ -809,6 +838,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "loader": lambda: section_loader(work, p, results.get("train")),
         "growth": lambda: section_growth(work, p),
         "gpu": lambda: section_gpu(p),
+        "cpu": lambda: bench_cpu().section_cpu(sys.modules[__name__], work, p),
+        "cohort": lambda: bench_cpu().section_cohort(sys.modules[__name__], work, p),
     }
     t_all = time.perf_counter()
     with quiet():
@@ -836,8 +867,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes, fewer steps (< 5 min on 2 cores)")
     ap.add_argument("--json", metavar="OUT", help="write every figure to this JSON file")
     ap.add_argument(
-        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), metavar="NAME",
-        help=f"sections to run (default all): {' '.join(SECTIONS)}",
+        "--sections", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS), metavar="NAME",
+        help=f"sections to run (default {' '.join(DEFAULT_SECTIONS)}): any of {' '.join(SECTIONS)}",
     )  # fmt: skip
     ap.add_argument(
         "--threads",
@@ -847,6 +878,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--workdir", help="keep cohorts and caches here (default: a temporary folder, removed)")
     ap.add_argument("--growth-child", nargs=3, metavar=("ROOT", "CSV", "CACHE"), help=argparse.SUPPRESS)
+    ap.add_argument("--cohort-child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     want = str(args.threads)
     if any(os.environ.get(v) != want for v in THREAD_VARS):
@@ -858,6 +890,11 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *(argv or sys.argv[1:])])
     if args.growth_child:
         growth_child(*args.growth_child)
+        return 0
+    if args.cohort_child:
+        root, csv, cache, workers, size = args.cohort_child
+        with quiet():
+            bench_cpu().cohort_child(root, csv, cache, int(workers), int(size))
         return 0
     results = run(args)
     print()

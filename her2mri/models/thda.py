@@ -262,13 +262,14 @@ class THDAResNet(Her2Model):
         """Spatial attention maps ``{stage: (B, V, h, w)}`` (values in (0, 1)), computed without gradients.
 
         Call ``model.eval()`` first for deterministic maps. Empty when spatial attention is disabled.
+        Computed under ``torch.inference_mode``.
         """
-        with torch.no_grad():
+        with torch.inference_mode():
             return self._run(x, return_maps=True)[1]
 
     def fusion_weights(self, x: Tensor) -> Tensor | None:
-        """Weights ``(B, V)`` of the heads in the fusion (``None`` for ``fusion="concat"``), no gradients."""
-        with torch.no_grad():
+        """Weights ``(B, V)`` of the heads in the fusion (``None`` for ``fusion="concat"``); no autograd."""
+        with torch.inference_mode():
             return self.fusion.weights(self._run(x)[0])
 
     def gradcam_target_layers(self) -> list[nn.Module]:

@@ -23,7 +23,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +43,14 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- wrapper
-def task_wrapper(fn: Callable[[DictConfig], dict[str, Any]]) -> Callable[[DictConfig], dict[str, Any]]:
+def task_wrapper(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """Run a task; on failure write ``metrics.json`` (``status: failed``) and re-raise; close loggers."""
 
     @functools.wraps(fn)
-    def wrapped(cfg: DictConfig) -> dict[str, Any]:
+    def wrapped(cfg: DictConfig, *args: Any, **kwargs: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
         try:
-            return fn(cfg)
+            return fn(cfg, *args, **kwargs)
         except Exception as exc:
             log.error("%s failed: %s: %s", fn.__name__, type(exc).__name__, exc)
             out = _output_dir(cfg, create=False)
@@ -347,11 +347,13 @@ def _data_settings(data_cfg: DictConfig) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- train
 @task_wrapper
-def train(cfg: DictConfig) -> dict[str, Any]:
+def train(cfg: DictConfig, extra_callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train (optional), then evaluate the best checkpoint on val and test; write metrics and predictions.
 
     Args:
         cfg: composed ``train`` config.
+        extra_callbacks: Lightning callbacks added to those of ``cfg.callbacks`` (e.g. the pruning callback
+            of ``her2mri-tune``, which holds an Optuna trial and so cannot come from the config).
 
     Returns:
         The metrics dict (``stage/name -> float``) also written to ``metrics.json``.
@@ -398,7 +400,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # store again, so that hparams_initial (what loggers write to csv/hparams.yaml) holds data_spec too
     module.save_hyperparameters(dict(module.hparams))
     loggers = instantiate_group(cfg.get("logger"))
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = instantiate_group(cfg.get("callbacks")) + list(extra_callbacks)
     if not loggers:
         from lightning.pytorch.callbacks import LearningRateMonitor
 

@@ -246,9 +246,12 @@ class HER2Classifier(L.LightningModule):
             return self._compiled(x)  # type: ignore[misc]
         return self.model(x)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_proba(self, x: Tensor) -> Tensor:
-        """Positive-class probabilities ``(B,)`` of a batch of images (eval mode is the caller's choice)."""
+        """Positive-class probabilities ``(B,)`` of a batch of images (eval mode is the caller's choice).
+
+        Runs under ``torch.inference_mode`` (no autograd bookkeeping); the result cannot enter a graph.
+        """
         return torch.softmax(self(x).float(), dim=-1)[:, 1]
 
     def _build_loss(self) -> None:

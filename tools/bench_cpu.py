@@ -1,0 +1,480 @@
+"""Sections ``cpu`` and ``cohort`` of tools/bench.py (kept here so that each file stays one concern).
+
+* ``cpu``: CPU speed options for training and evaluation of ``thda_resnet34`` and ``resnet34`` on the real
+  RGB slices of ``../shared/data/real/fedsubtype_ispy_rgb`` (224 px, batch 16, ImageNet-normalised; THDA gets
+  three views: the slice and its two neighbours among the patient's saved slices).
+
+  - Training: for each option (``default``, ``channels_last``, ``compile`` = ``torch.compile`` with the CPU
+    inductor, ``threads=2``) one her2mri fit (Lightning ``Trainer`` + ``HER2Classifier`` with that option) is
+    alternated step by step with a plain torch loop of the same model at the CPU default (1 thread, eager,
+    NCHW), as in the ``train`` section. Each option's speed-up is the ratio of its her2mri/plain ratio to
+    the default's: a ratio of ratios, each measured side by side, so the machine's load cancels out.
+  - Evaluation: forward passes of batch 16 in eval mode, ``no_grad`` vs ``inference_mode`` and each option
+    under ``inference_mode``, round-robin (one pass of each variant in turn, the order alternating), median.
+  - Same results: every variant's eval probabilities against the default's on the same weights
+    (max |delta p|), and for the eager options the loss and gradients of one training step (train mode,
+    same dropout seed) against the default (relative max gradient difference). ``torch.compile`` draws its
+    dropout masks from its own generator, so its training step is compared through the eval outputs only.
+
+* ``cohort``: ``data.num_preprocess_workers`` 1 vs 2 on a BreastDCEDL-shaped synthetic cohort (6 acquisitions
+  per patient, 80x256x256 by default), each in a fresh subprocess with an empty cache: time from the
+  DataModule's creation to the first training batch (``prepare_data`` + ``setup`` + first batch), and the
+  peak memory of the process tree (RSS of the process and of its worker processes, sampled every 50 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RGB_INDEX = ROOT.parent / "shared" / "data" / "real" / "fedsubtype_ispy_rgb" / "subset_index.csv"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: training options: HER2Classifier keyword arguments plus ``threads`` (torch intra-op threads)
+TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "channels_last": {"channels_last": True},
+    "compile": {"compile": True},
+    "threads=2": {"threads": 2},
+}
+#: evaluation variants: options plus the autograd mode of the forward pass
+EVAL_VARIANTS: dict[str, dict[str, Any]] = {
+    "no_grad": {"mode": "no_grad"},
+    "default": {"mode": "inference_mode"},
+    "channels_last": {"mode": "inference_mode", "channels_last": True},
+    "compile": {"mode": "inference_mode", "compile": True},
+    "threads=2": {"mode": "inference_mode", "threads": 2},
+}
+
+
+# ---------------------------------------------------------------------------------------------- data
+def real_rgb_batches(
+    model_name: str, size: int, n_batches: int, batch: int, index_csv: Path = RGB_INDEX
+) -> list[dict[str, Any]]:
+    """In-memory batches of real RGB slices, as the DataModule yields them.
+
+    Raises:
+        FileNotFoundError: ``index_csv`` does not exist (no ``../shared`` beside the project).
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from her2mri.data.rgb import read_rgb_slices
+
+    if not Path(index_csv).is_file():
+        raise FileNotFoundError(f"{index_csv}: the real RGB slices are needed (../shared/data/real)")
+    records = read_rgb_slices(index_csv, split_col=None)
+    three = model_name.startswith("thda")
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+    def load(path: Path) -> torch.Tensor:
+        arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+        t = torch.from_numpy(arr).permute(2, 0, 1)
+        if t.shape[-1] != size:
+            t = F.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+        return (t - mean) / std
+
+    images, labels, pids, sidx = [], [], [], []
+    for rec in records:
+        slices = [load(p) for p in rec.rgb_paths or ()]
+        for i, img in enumerate(slices):
+            if three:
+                img = torch.stack([slices[max(i - 1, 0)], img, slices[min(i + 1, len(slices) - 1)]])
+            images.append(img)
+            labels.append(int(rec.label or 0))
+            pids.append(rec.pid)
+            sidx.append(i)
+            if len(images) == n_batches * batch:
+                break
+        if len(images) == n_batches * batch:
+            break
+    return [
+        {
+            "image": torch.stack(images[b * batch : (b + 1) * batch]),
+            "label": torch.tensor(labels[b * batch : (b + 1) * batch]),
+            "pid": pids[b * batch : (b + 1) * batch],
+            "slice_idx": torch.tensor(sidx[b * batch : (b + 1) * batch]),
+        }
+        for b in range(n_batches)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def make_module(name: str, option: dict[str, Any]) -> Any:
+    """A ``HER2Classifier`` of ``name`` (random weights, seed 0) with the option's module settings."""
+    import torch
+
+    from her2mri.training.module import HER2Classifier
+
+    kw = {k: v for k, v in option.items() if k in ("channels_last", "compile")}
+    torch.manual_seed(0)
+    return HER2Classifier({"name": name, "pretrained": False}, class_weights=None, **kw)
+
+
+class Threads:
+    """Context manager: torch intra-op threads set to ``n`` (``None`` = unchanged), restored on exit."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+        self.prev = 0
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.prev = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(int(self.n))
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.prev)
+
+
+def grad_check(module: Any, ref: Any, batch: dict[str, Any], threads: int | None) -> dict[str, float]:
+    """One training step's loss and gradients of ``module`` vs ``ref`` (same weights, same dropout seed)."""
+    import torch
+    import torch.nn.functional as F
+
+    out: dict[str, Any] = {}
+    for tag, m in (("ref", ref), ("opt", module)):
+        m.train()
+        m.zero_grad(set_to_none=True)
+        torch.manual_seed(123)
+        with Threads(threads if tag == "opt" else None):
+            loss = F.cross_entropy(m(batch["image"]).float(), batch["label"])
+            loss.backward()
+        grads = [p.grad.detach().flatten() for p in m.parameters() if p.grad is not None]
+        out[tag] = (float(loss), torch.cat(grads))
+        m.zero_grad(set_to_none=True)
+    (l_ref, g_ref), (l_opt, g_opt) = out["ref"], out["opt"]
+    return {
+        "loss_abs_diff": abs(l_opt - l_ref),
+        "grad_rel_max_diff": float((g_opt - g_ref).abs().max() / g_ref.abs().max().clamp_min(1e-30)),
+    }
+
+
+def paired_fit(
+    bench: Any,
+    module: Any,
+    plain: Any,
+    batches: list[dict[str, Any]],
+    n_steps: int,
+    threads: int | None,
+    out: Path,
+) -> list[tuple[float, float]]:
+    """``bench.paired_steps`` with the her2mri steps at ``threads`` and the plain steps at the default."""
+    import torch
+
+    base = torch.get_num_threads()
+    step = bench.PlainStepper(plain, n_steps + 2)
+    starts: list[float] = []
+    plain_s: list[float] = []
+
+    import lightning as L
+
+    def plain_step(batch_idx: int) -> None:
+        torch.set_num_threads(base)
+        t0 = time.perf_counter()
+        step(batches[batch_idx % len(batches)])
+        plain_s.append(time.perf_counter() - t0)
+        torch.set_num_threads(threads or base)
+
+    class Pair(L.Callback):
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            torch.set_num_threads(threads or base)
+
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            starts.append(time.perf_counter())
+            if batch_idx % 2:
+                plain_step(batch_idx)
+
+        def on_train_batch_end(
+            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+        ) -> None:
+            if not batch_idx % 2:
+                plain_step(batch_idx)
+
+    try:
+        bench.fit(module, batches, n_steps + 1, Pair(), out)
+    finally:
+        torch.set_num_threads(base)
+    return [(plain_s[i], starts[i + 1] - starts[i] - plain_s[i]) for i in range(n_steps)]
+
+
+# ---------------------------------------------------------------------------------------------- cpu
+def eval_variants(name: str, batch: dict[str, Any], reps: int) -> dict[str, Any]:
+    """Eval forward passes of every variant on the same weights: seconds per pass and max |delta p|."""
+    import torch
+
+    ref = make_module(name, {})
+    mods: dict[str, Any] = {}
+    for vname, v in EVAL_VARIANTS.items():
+        m = make_module(name, v)
+        m.model.load_state_dict(ref.model.state_dict())
+        mods[vname] = m.eval()
+    x = batch["image"]
+
+    def run(vname: str) -> tuple[float, torch.Tensor]:
+        v = EVAL_VARIANTS[vname]
+        ctx = torch.no_grad() if v["mode"] == "no_grad" else torch.inference_mode()
+        with Threads(v.get("threads")), ctx:
+            t0 = time.perf_counter()
+            probs = torch.softmax(mods[vname](x).float(), dim=-1)[:, 1]
+            return time.perf_counter() - t0, probs.clone()
+
+    first = {vname: run(vname) for vname in mods}  # warm-up (compiles)
+    times: dict[str, list[float]] = {vname: [] for vname in mods}
+    order = list(mods)
+    for rep in range(reps):
+        for vname in order if rep % 2 == 0 else order[::-1]:
+            times[vname].append(run(vname)[0])
+    base = first["default"][1]
+    rows = {}
+    for vname in mods:
+        med = sorted(times[vname])[len(times[vname]) // 2]
+        rows[vname] = {
+            "seconds_per_batch": med,
+            "samples_per_s": x.shape[0] / med,
+            "first_pass_s": first[vname][0],
+            "max_abs_prob_diff": float((first[vname][1] - base).abs().max()),
+            "times": times[vname],
+        }
+    for vname, r in rows.items():
+        r["speedup_vs_default"] = rows["default"]["seconds_per_batch"] / r["seconds_per_batch"]
+        # per-repetition ratios (each pair of passes ran within seconds of each other)
+        r["speedups"] = [d / t for d, t in zip(times["default"], times[vname], strict=True)]
+    return rows
+
+
+def section_cpu(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
+    """Training and evaluation speed options on the CPU (see the module docstring)."""
+    import torch
+
+    from her2mri.models import create_model
+
+    size, batch = p["cpu_size"], bench.BATCH
+    warmup, n_meas = p["cpu_steps"]
+    out: dict[str, Any] = {"image_size": size, "batch": batch, "threads_default": torch.get_num_threads()}
+    out["models"] = {}
+    for name in p["cpu_models"]:
+        batches = real_rgb_batches(name, size, 4, batch)
+        res: dict[str, Any] = {"eval": eval_variants(name, batches[0], p["cpu_eval_reps"]), "train": {}}
+        for vname, r in res["eval"].items():
+            print(
+                f"  cpu eval {name} {vname}: x{r['speedup_vs_default']:.2f} "
+                f"{[round(s, 2) for s in r['speedups']]} |dp| {r['max_abs_prob_diff']:.1e}",
+                flush=True,
+            )
+        for oname, opt in TRAIN_OPTIONS.items():
+            module = make_module(name, opt)
+            torch.manual_seed(0)
+            plain = create_model(name, pretrained=False)
+            check = None
+            if not opt.get("compile"):
+                ref = create_model(name, pretrained=False)
+                ref.load_state_dict(module.model.state_dict())
+                check = grad_check(module, ref, batches[0], opt.get("threads"))
+                del ref
+            w = warmup + (1 if opt.get("compile") else 0)  # the first compiled step compiles
+            t0 = time.perf_counter()
+            pairs = paired_fit(bench, module, plain, batches, w + n_meas, opt.get("threads"), work / "pl")
+            fit_s = time.perf_counter() - t0
+            meas = pairs[w:]
+            ratios = [pl / li for pl, li in meas]
+            res["train"][oname] = {
+                "plain_samples_per_s": batch / bench.median([pl for pl, _ in meas]),
+                "her2mri_samples_per_s": batch / bench.median([li for _, li in meas]),
+                "ratio_her2mri_vs_plain": bench.median(ratios),
+                "ratios": ratios,
+                "warmup_steps": w,
+                "first_step_s": pairs[0][1],
+                "fit_wall_s": fit_s,
+                "same_results": check,
+            }
+            print(
+                f"  cpu train {name} {oname}: her2mri/plain {bench.median(ratios):.3f} "
+                f"{[round(r, 2) for r in ratios]} check {check}",
+                flush=True,
+            )
+            del module, plain
+        d = res["train"]["default"]["ratio_her2mri_vs_plain"]
+        for r in res["train"].values():
+            r["speedup_vs_default"] = r["ratio_her2mri_vs_plain"] / d
+        out["models"][name] = res
+    return out
+
+
+def cpu_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """(measure, value, format) rows of the printed table for the ``cpu`` section."""
+    rows: list[tuple[str, float, str]] = []
+    for name, res in r["models"].items():
+        tag = f"cpu: {name} {r['image_size']}px b{r['batch']}"
+        tr = res["train"]
+        rows.append((f"{tag} train plain loop, samples/s", tr["default"]["plain_samples_per_s"], ".2f"))
+        for oname, row in tr.items():
+            rows.append((f"{tag} train her2mri {oname}, samples/s", row["her2mri_samples_per_s"], ".2f"))
+            rows.append((f"{tag} train her2mri {oname} / plain (x)", row["ratio_her2mri_vs_plain"], ".3f"))
+            if oname != "default":
+                rows.append((f"{tag} train {oname} / default (x)", row["speedup_vs_default"], ".3f"))
+            chk = row.get("same_results")
+            if chk:
+                rows.append((f"{tag} train {oname} grad rel. diff", chk["grad_rel_max_diff"], ".1e"))
+        for vname, row in res["eval"].items():
+            rows.append((f"{tag} eval {vname}, samples/s", row["samples_per_s"], ".2f"))
+            if vname != "default":
+                rows.append((f"{tag} eval {vname} / default (x)", row["speedup_vs_default"], ".3f"))
+                rows.append((f"{tag} eval {vname} max |delta p|", row["max_abs_prob_diff"], ".1e"))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- cohort
+class PeakTreeRSS:
+    """Samples the summed RSS of this process and all its descendants every ``interval`` s; keeps the peak."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> float:
+        import psutil
+
+        me = psutil.Process()
+        total = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total / (1024.0 * 1024.0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakTreeRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = max(self.peak_mb, self._sample())
+
+
+def cohort_child(root: str, csv: str, cache: str, workers: int, size: int) -> None:
+    """Subprocess body: time to the first training batch with ``workers`` preprocessing processes (JSON)."""
+    from her2mri.data.datamodule import DCEDataModule
+
+    with PeakTreeRSS() as peak:
+        t0 = time.perf_counter()
+        dm = DCEDataModule(
+            root=root, metadata_csv=csv, preprocess={"views": "adjacent", "image_size": size},
+            cache_dir=cache, batch_size=16, num_workers=0, num_preprocess_workers=workers, progress=False,
+        )  # fmt: skip
+        dm.prepare_data()
+        t_prep = time.perf_counter() - t0
+        dm.setup("fit")
+        next(iter(dm.train_dataloader()))
+        t_first = time.perf_counter() - t0
+    out = {
+        "workers": workers,
+        "patients": len(dm.records) if hasattr(dm, "records") else None,
+        "prepare_s": t_prep,
+        "first_batch_s": t_first,
+        "peak_tree_rss_mb": peak.peak_mb,
+    }
+    print("COHORT " + json.dumps(out), flush=True)
+
+
+def section_cohort(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
+    """``num_preprocess_workers`` 1 vs 2 on a BreastDCEDL-shaped cohort, alternated, fresh caches."""
+    import shutil
+
+    n, shape = p["cohort_patients"], p["cohort_shape"]
+    root, csv = bench.make_cohort(work, n, shape, p["unique"])
+    rows: list[dict[str, Any]] = []
+    for rep in range(p["cohort_repeats"]):
+        order = (1, 2) if rep % 2 == 0 else (2, 1)
+        for workers in order:
+            cache = work / f"cohort-cache-w{workers}"
+            shutil.rmtree(cache, ignore_errors=True)
+            cmd = [sys.executable, str(ROOT / "tools" / "bench.py"), "--cohort-child", str(root), str(csv)]
+            cmd += [str(cache), str(workers), str(p["cohort_size"])]
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=dict(os.environ))
+            line = [x for x in res.stdout.splitlines() if x.startswith("COHORT ")]
+            if res.returncode != 0 or not line:
+                raise RuntimeError(f"cohort child ({workers} workers) failed:\n{res.stderr[-2000:]}")
+            row = json.loads(line[-1][len("COHORT ") :])
+            row["repeat"] = rep
+            row["cache_mb"] = bench.dir_bytes(cache) / bench.MB
+            rows.append(row)
+            print(
+                f"  cohort {n} patients, {workers} workers: first batch {row['first_batch_s']:.1f} s, "
+                f"peak tree RSS {row['peak_tree_rss_mb']:.0f} MiB",
+                flush=True,
+            )
+            shutil.rmtree(cache, ignore_errors=True)
+    summary: dict[str, Any] = {}
+    for workers in (1, 2):
+        mine = [r for r in rows if r["workers"] == workers]
+        summary[workers] = {
+            "first_batch_s": bench.median([r["first_batch_s"] for r in mine]),
+            "prepare_s": bench.median([r["prepare_s"] for r in mine]),
+            "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in mine),
+            "cache_mb": bench.median([r["cache_mb"] for r in mine]),
+        }
+    pairs = [
+        (a["first_batch_s"], b["first_batch_s"])
+        for a, b in zip(
+            [r for r in rows if r["workers"] == 1], [r for r in rows if r["workers"] == 2], strict=True
+        )
+    ]
+    one, two = summary[1], summary[2]
+    per_patient = {w: s["prepare_s"] / n for w, s in summary.items()}
+    return {
+        "patients": n,
+        "shape": list(shape),
+        "acquisitions": 6,
+        "image_size": p["cohort_size"],
+        "rows": rows,
+        "summary": {str(k): v for k, v in summary.items()},
+        "speedup_2_vs_1": bench.median([a / b for a, b in pairs]),
+        "speedups_2_vs_1": [a / b for a, b in pairs],
+        "peak_ratio_2_vs_1": two["peak_tree_rss_mb"] / one["peak_tree_rss_mb"],
+        "prepare_s_per_patient": {str(k): v for k, v in per_patient.items()},
+        "projection_1149": {
+            str(w): {
+                "prepare_h": per_patient[w] * 1149 / 3600.0,
+                "cache_gib": summary[w]["cache_mb"] / n * 1149 / 1024.0,
+            }
+            for w in (1, 2)
+        },
+    }
+
+
+def cohort_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """(measure, value, format) rows of the printed table for the ``cohort`` section."""
+    tag = f"cohort: {r['patients']} x {tuple(r['shape'])}, 6 acq."
+    rows: list[tuple[str, float, str]] = []
+    for w, s in r["summary"].items():
+        rows.append((f"{tag} workers={w} time to first batch, s", s["first_batch_s"], ".1f"))
+        rows.append((f"{tag} workers={w} peak RSS (process tree), MiB", s["peak_tree_rss_mb"], ".0f"))
+        hours = r["projection_1149"][w]["prepare_h"]
+        rows.append((f"{tag} workers={w} projected 1,149 patients, h", hours, ".2f"))
+    rows.append((f"{tag} workers=2 / workers=1 speed-up (x)", r["speedup_2_vs_1"], ".2f"))
+    rows.append((f"{tag} workers=2 / workers=1 peak RSS (x)", r["peak_ratio_2_vs_1"], ".2f"))
+    return rows
