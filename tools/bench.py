@@ -819,6 +819,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     p = dict(QUICK if args.quick else FULL)
+    if getattr(args, "cpu_models", None):
+        p["cpu_models"] = tuple(args.cpu_models)
+    if getattr(args, "cpu_options", None):
+        p["cpu_options"] = tuple(args.cpu_options)
+    if getattr(args, "cpu_steps", None):
+        p["cpu_steps"] = tuple(args.cpu_steps)
+    p["cpu_eval"] = not getattr(args, "cpu_no_eval", False)
+    for key in ("cohort_repeats", "cohort_patients"):
+        if getattr(args, key, None):
+            p[key] = int(getattr(args, key))
     torch.set_num_threads(args.threads)
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="her2mri-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -877,6 +887,18 @@ def main(argv: list[str] | None = None) -> int:
         help="CPU threads of torch/OpenMP/BLAS (default 1: on a shared machine more threads oversubscribe)",
     )
     ap.add_argument("--workdir", help="keep cohorts and caches here (default: a temporary folder, removed)")
+    ap.add_argument("--cpu-models", nargs="+", metavar="NAME", help="cpu section: models (default both)")
+    ap.add_argument(
+        "--cpu-options", nargs="+", metavar="NAME",
+        help="cpu section: training options (default all: default channels_last compile threads=2)",
+    )  # fmt: skip
+    ap.add_argument("--cpu-no-eval", action="store_true", help="cpu section: skip the evaluation variants")
+    ap.add_argument("--cohort-repeats", type=int, help="cohort section: runs per worker count (default 2)")
+    ap.add_argument("--cohort-patients", type=int, help="cohort section: patients (40; --quick: 10)")
+    ap.add_argument(
+        "--cpu-steps", nargs=2, type=int, metavar=("WARMUP", "MEASURED"),
+        help="cpu section: training steps per option (default 1 3; 1 2 with --quick)",
+    )  # fmt: skip
     ap.add_argument("--growth-child", nargs=3, metavar=("ROOT", "CSV", "CACHE"), help=argparse.SUPPRESS)
     ap.add_argument("--cohort-child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -269,14 +269,22 @@ def section_cpu(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
     out["models"] = {}
     for name in p["cpu_models"]:
         batches = real_rgb_batches(name, size, 4, batch)
-        res: dict[str, Any] = {"eval": eval_variants(name, batches[0], p["cpu_eval_reps"]), "train": {}}
+        evals = eval_variants(name, batches[0], p["cpu_eval_reps"]) if p.get("cpu_eval", True) else {}
+        res: dict[str, Any] = {"eval": evals, "train": {}}
         for vname, r in res["eval"].items():
             print(
-                f"  cpu eval {name} {vname}: x{r['speedup_vs_default']:.2f} "
+                f"  cpu eval {name} {vname}: {r['samples_per_s']:.2f} samples/s, "
+                f"x{r['speedup_vs_default']:.2f} "
                 f"{[round(s, 2) for s in r['speedups']]} |dp| {r['max_abs_prob_diff']:.1e}",
                 flush=True,
             )
-        for oname, opt in TRAIN_OPTIONS.items():
+        options = p.get("cpu_options") or tuple(TRAIN_OPTIONS)
+        if "default" not in options:
+            options = ("default", *options)  # every speed-up is relative to the default
+        for oname in options:
+            if oname not in TRAIN_OPTIONS:
+                raise ValueError(f"cpu option {oname!r} is not valid. Valid: {', '.join(TRAIN_OPTIONS)}")
+            opt = TRAIN_OPTIONS[oname]
             module = make_module(name, opt)
             torch.manual_seed(0)
             plain = create_model(name, pretrained=False)
@@ -303,7 +311,9 @@ def section_cpu(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
                 "same_results": check,
             }
             print(
-                f"  cpu train {name} {oname}: her2mri/plain {bench.median(ratios):.3f} "
+                f"  cpu train {name} {oname}: her2mri {res['train'][oname]['her2mri_samples_per_s']:.2f} "
+                f"plain {res['train'][oname]['plain_samples_per_s']:.2f} samples/s, "
+                f"her2mri/plain {bench.median(ratios):.3f} "
                 f"{[round(r, 2) for r in ratios]} check {check}",
                 flush=True,
             )
@@ -340,11 +350,17 @@ def cpu_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
 
 # ---------------------------------------------------------------------------------------------- cohort
 class PeakTreeRSS:
-    """Samples the summed RSS of this process and all its descendants every ``interval`` s; keeps the peak."""
+    """Samples the summed RSS of this process and all its descendants every ``interval`` s; keeps the peak.
+
+    Also keeps the last CPU time (user + system) seen of each descendant, so that ``cpu_s()`` is the CPU time
+    of the whole tree: on a shared machine, CPU seconds per patient do not depend on the other jobs' load
+    the way wall time does.
+    """
 
     def __init__(self, interval: float = 0.05) -> None:
         self.interval = interval
         self.peak_mb = 0.0
+        self._child_cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -356,9 +372,17 @@ class PeakTreeRSS:
         for proc in [me, *me.children(recursive=True)]:
             try:
                 total += proc.memory_info().rss
+                if proc.pid != me.pid:
+                    t = proc.cpu_times()
+                    self._child_cpu[proc.pid] = t.user + t.system
             except psutil.Error:
                 continue
         return total / (1024.0 * 1024.0)
+
+    def cpu_s(self) -> float:
+        """CPU seconds of this process plus those sampled of its descendants (alive or ended)."""
+        t = os.times()
+        return t.user + t.system + sum(self._child_cpu.values())
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -390,7 +414,9 @@ def cohort_child(root: str, csv: str, cache: str, workers: int, size: int) -> No
         dm.setup("fit")
         next(iter(dm.train_dataloader()))
         t_first = time.perf_counter() - t0
+        cpu = peak.cpu_s()
     out = {
+        "cpu_s": cpu,
         "workers": workers,
         "patients": len(dm.records) if hasattr(dm, "records") else None,
         "prepare_s": t_prep,
@@ -436,6 +462,7 @@ def section_cohort(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
             "prepare_s": bench.median([r["prepare_s"] for r in mine]),
             "peak_tree_rss_mb": max(r["peak_tree_rss_mb"] for r in mine),
             "cache_mb": bench.median([r["cache_mb"] for r in mine]),
+            "cpu_s": bench.median([r.get("cpu_s", float("nan")) for r in mine]),
         }
     pairs = [
         (a["first_batch_s"], b["first_batch_s"])
@@ -445,6 +472,7 @@ def section_cohort(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
     ]
     one, two = summary[1], summary[2]
     per_patient = {w: s["prepare_s"] / n for w, s in summary.items()}
+    cpu_per_patient = {w: s["cpu_s"] / n for w, s in summary.items()}
     return {
         "patients": n,
         "shape": list(shape),
@@ -456,9 +484,11 @@ def section_cohort(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
         "speedups_2_vs_1": [a / b for a, b in pairs],
         "peak_ratio_2_vs_1": two["peak_tree_rss_mb"] / one["peak_tree_rss_mb"],
         "prepare_s_per_patient": {str(k): v for k, v in per_patient.items()},
+        "cpu_s_per_patient": {str(k): v for k, v in cpu_per_patient.items()},
         "projection_1149": {
             str(w): {
                 "prepare_h": per_patient[w] * 1149 / 3600.0,
+                "cpu_h": cpu_per_patient[w] * 1149 / 3600.0,
                 "cache_gib": summary[w]["cache_mb"] / n * 1149 / 1024.0,
             }
             for w in (1, 2)
@@ -473,6 +503,7 @@ def cohort_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
     for w, s in r["summary"].items():
         rows.append((f"{tag} workers={w} time to first batch, s", s["first_batch_s"], ".1f"))
         rows.append((f"{tag} workers={w} peak RSS (process tree), MiB", s["peak_tree_rss_mb"], ".0f"))
+        rows.append((f"{tag} workers={w} CPU time to first batch, s", s["cpu_s"], ".1f"))
         hours = r["projection_1149"][w]["prepare_h"]
         rows.append((f"{tag} workers={w} projected 1,149 patients, h", hours, ".2f"))
     rows.append((f"{tag} workers=2 / workers=1 speed-up (x)", r["speedup_2_vs_1"], ".2f"))

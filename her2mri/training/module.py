@@ -108,7 +108,10 @@ class HER2Classifier(L.LightningModule):
             (``{"preprocess": {...}, "data": {...}}``), stored so that evaluation reproduces them.
         optimizer_config: the optimizer/scheduler config as plain data, stored for the record only.
         channels_last: keep the model's 4-D weights and 4-D inputs in ``torch.channels_last`` memory format
-            (faster convolutions with tensor cores under bf16/fp16 autocast on a GPU; same results).
+            (faster convolutions with tensor cores under bf16/fp16 autocast on a GPU; same results up to
+            float rounding). ``"auto"``: channels-last while the model runs on the CPU (oneDNN convolutions
+            are faster in NHWC there, see docs/performance.md), the default layout on any other device; the
+            weights are converted on the first forward pass on each kind of device.
         compile: run the forward pass through ``torch.compile`` (compiled on the first call). The
             uncompiled model stays ``self.model``, so checkpoints and Grad-CAM hooks are unchanged.
         compile_mode: ``torch.compile`` mode (``None`` = default, ``"reduce-overhead"``,
@@ -139,7 +142,7 @@ class HER2Classifier(L.LightningModule):
         locked_threshold: Mapping[str, Any] | None = None,
         data_spec: Mapping[str, Any] | None = None,
         optimizer_config: Mapping[str, Any] | None = None,
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         compile: bool = False,  # noqa: A002 - the Hydra key users type
         compile_mode: str | None = None,
     ) -> None:
@@ -166,6 +169,8 @@ class HER2Classifier(L.LightningModule):
                 f"compile_mode={compile_mode!r} is not valid. "
                 f"Valid values: {', '.join(repr(m) for m in COMPILE_MODES)}."
             )
+        if not (isinstance(channels_last, bool) or channels_last == "auto"):
+            raise ValueError(f"channels_last={channels_last!r} must be true, false or 'auto'.")
         if isinstance(class_weights, str) and class_weights != "balanced":
             raise ValueError(
                 f"class_weights={class_weights!r} must be 'balanced', a list of numbers or None."
@@ -190,7 +195,7 @@ class HER2Classifier(L.LightningModule):
                 "locked_threshold": _plain(locked_threshold) if locked_threshold is not None else None,
                 "data_spec": _plain(data_spec) if data_spec is not None else None,
                 "optimizer_config": _plain(optimizer_config) if optimizer_config is not None else None,
-                "channels_last": bool(channels_last),
+                "channels_last": channels_last,
                 "compile": bool(compile),
                 "compile_mode": compile_mode,
             }
@@ -203,8 +208,11 @@ class HER2Classifier(L.LightningModule):
         name = spec["name"]
         kwargs = {k: v for k, v in spec.items() if k != "name"}
         self.model: nn.Module = create_model(name, **kwargs)
-        if channels_last:
+        #: the memory format the weights are in now (``"auto"`` switches it on the first forward pass)
+        self._weights_channels_last = False
+        if channels_last is True:
             self.model = self.model.to(memory_format=torch.channels_last)
+            self._weights_channels_last = True
         #: the ``torch.compile`` wrapper, built on the first forward; kept out of the module tree
         #: (a plain attribute) so that the state dict keys stay those of ``self.model``
         self._compiled: Callable[[Tensor], Tensor] | None = None
@@ -234,10 +242,28 @@ class HER2Classifier(L.LightningModule):
         """Number of views the model expects (1: ``(B, 3, H, W)``, 3: ``(B, 3, 3, H, W)``)."""
         return int(getattr(self.model, "num_views", 1))
 
+    def _use_channels_last(self, x: Tensor) -> bool:
+        """Whether this forward pass runs channels-last; converts the weights when ``"auto"`` switches."""
+        setting = self.hparams.get("channels_last", False)
+        if setting != "auto":
+            return bool(setting)
+        self._set_weights_format(x.device.type == "cpu")
+        return self._weights_channels_last
+
+    def _set_weights_format(self, channels_last: bool) -> None:
+        """Convert the weights to channels-last or back (in place: optimizers keep the same parameters)."""
+        if channels_last == self._weights_channels_last:
+            return
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        with torch.inference_mode(False), torch.no_grad():  # never inference tensors as weights
+            self.model.to(memory_format=fmt)
+        self._weights_channels_last = channels_last
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes)`` of the model (compiled and/or channels-last when configured)."""
-        if self.hparams.get("channels_last", False) and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self._use_channels_last(x):
+            if x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
         if self.hparams.get("compile", False):
             if self._compiled is None:
                 object.__setattr__(
@@ -307,7 +333,13 @@ class HER2Classifier(L.LightningModule):
             checkpoint["her2mri"] = _plain(dict(self.her2mri_metadata))
 
     def setup(self, stage: str) -> None:
-        """Check the classes of val/test at once; resolve ``class_weights="balanced"`` at fit time."""
+        """Check the classes of val/test at once; resolve ``class_weights="balanced"`` at fit time.
+
+        With ``channels_last="auto"`` the weights take their memory format here, from the trainer's device,
+        before a strategy wraps the model (DDP).
+        """
+        if self.hparams.get("channels_last") == "auto" and self._trainer is not None:
+            self._set_weights_format(self.trainer.strategy.root_device.type == "cpu")
         self._check_classes(stage)
         if stage != "fit" or self.hparams.class_weights != "balanced":
             return
