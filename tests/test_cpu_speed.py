@@ -51,6 +51,6 @@ def test_bad_channels_last_value_is_a_clear_error():
 
 
 def test_configs_default_to_the_measured_cpu_settings():
-    cfg = compose_config("train", ["experiment=null"])
+    cfg = compose_config("train", [])
     assert cfg.trainer.inference_mode is True
     assert cfg.module.channels_last in (True, False, "auto")
