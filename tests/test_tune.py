@@ -188,7 +188,7 @@ def postgres_url() -> Iterator[str]:
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl and _pg_bin("postgres")):
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, postgres) are not installed")
-    pytest.importorskip("psycopg2", reason="psycopg2 is not installed: pip install 'her2mri[sweeps,postgres]'")
+    pytest.importorskip("psycopg2", reason="psycopg2 is not installed: pip install 'her2mri[postgres]'")
     prefix: list[str] = []
     data = Path(tempfile.mkdtemp(prefix="her2mri-pg-", dir="/tmp"))
     if os.geteuid() == 0:  # the server refuses to run as root: run it as the postgres user
