@@ -110,8 +110,9 @@ class HER2Classifier(L.LightningModule):
         channels_last: keep the model's 4-D weights and 4-D inputs in ``torch.channels_last`` memory format
             (faster convolutions with tensor cores under bf16/fp16 autocast on a GPU; same results up to
             float rounding). ``"auto"``: channels-last while the model runs on the CPU (oneDNN convolutions
-            are faster in NHWC there, see docs/performance.md), the default layout on any other device; the
-            weights are converted on the first forward pass on each kind of device.
+            are faster in NHWC there, see docs/performance.md), the default layout on any other device and
+            for models with 3-D convolutions; the weights are converted when the fit/eval starts (``setup``)
+            or on the first forward pass on another kind of device.
         compile: run the forward pass through ``torch.compile`` (compiled on the first call). The
             uncompiled model stays ``self.model``, so checkpoints and Grad-CAM hooks are unchanged.
         compile_mode: ``torch.compile`` mode (``None`` = default, ``"reduce-overhead"``,
@@ -254,6 +255,8 @@ class HER2Classifier(L.LightningModule):
         """Convert the weights to channels-last or back (in place: optimizers keep the same parameters)."""
         if channels_last == self._weights_channels_last:
             return
+        if channels_last and any(p.ndim == 5 for p in self.model.parameters()):
+            return  # 3-D convolutions: channels_last is a 4-D layout, "auto" leaves such models as they are
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         with torch.inference_mode(False), torch.no_grad():  # never inference tensors as weights
             self.model.to(memory_format=fmt)
