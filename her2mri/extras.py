@@ -8,7 +8,6 @@ and launchers), ``tracking`` (wandb, TensorBoard), ``cvt`` (Hugging Face ``trans
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 
 __all__ = ["EXTRA_OF", "MissingExtraError", "require"]
@@ -60,7 +59,9 @@ def require(module: str, what: str = "") -> ModuleType:
     if top not in EXTRA_OF:
         raise ValueError(f"module={module!r} belongs to no her2mri extra (known: {sorted(EXTRA_OF)})")
     try:
-        return importlib.import_module(module)
+        # the import statement's own hook (not importlib.import_module, which returns a cached module
+        # without asking it), so that a blocked or shadowed module is seen the same way as by `import`
+        return __import__(module, fromlist=["__name__"])
     except ImportError as err:
         extra = EXTRA_OF[top]
         need = f"{what} needs" if what else "needs"
