@@ -85,6 +85,8 @@ def test_kill_during_checkpoint_saves_keeps_a_readable_checkpoint(tmp_path, seed
     assert _kill_after(proc, random.Random(seed).uniform(0.5, 3.0))
     assert is_readable_checkpoint(folder / "last.ckpt")
     ckpt = read_checkpoint(folder / "last.ckpt")
+    n_temps = len(_temps(folder))
+    print(f"KILL checkpoint saves seed={seed}: last.ckpt holds save #{ckpt['step']}, temps {n_temps}")
     if ckpt["step"] > 0:
         assert torch.equal(ckpt["w"], torch.full_like(ckpt["w"], float(ckpt["step"])))
     assert resolve_resume_checkpoint("last", folder) == str(folder / "last.ckpt")
@@ -227,8 +229,11 @@ def test_kill_during_training_then_resume_equals_uninterrupted(reference_run, tm
     ref, args, wall = reference_run
     run = tmp_path / "killed"
     cmd = _cli("her2mri.cli.train", [*args, "ckpt_path=last", f"hydra.run.dir={run}"])
-    killed = _kill_after(_start(cmd), random.Random(seed).uniform(0.3 * wall, 0.95 * wall), wait_ready=False)
-    if killed and (run / "metrics.json").is_file():
+    delay = random.Random(seed).uniform(0.1 * wall, 0.6 * wall)
+    assert _kill_after(_start(cmd), delay, wait_ready=False), "the run ended before the kill"
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("*")) if (run / "checkpoints").is_dir() else []
+    print(f"KILL training seed={seed} at {delay:.1f}s of {wall:.1f}s; checkpoints on disk: {ckpts}")
+    if (run / "metrics.json").is_file():
         assert json.loads((run / "metrics.json").read_text())["status"] in ("ok", "failed")
     for ck in (run / "checkpoints").glob("*.ckpt") if (run / "checkpoints").is_dir() else []:
         if not ck.name.startswith("."):
@@ -266,7 +271,10 @@ def test_kill_during_evaluation_then_rerun_equals_uninterrupted(
     wall = time.monotonic() - t0
     run = tmp_path / "killed"
     cmd = _cli("her2mri.cli.eval", [*args, f"hydra.run.dir={run}"])
-    _kill_after(_start(cmd), random.Random(seed).uniform(0.3 * wall, wall), wait_ready=False)
+    delay = random.Random(seed).uniform(0.1 * wall, 0.9 * wall)
+    assert _kill_after(_start(cmd), delay, wait_ready=False), "the evaluation ended before the kill"
+    outs = sorted(p.name for p in run.rglob("*") if p.is_file() and p.suffix in (".csv", ".json"))
+    print(f"KILL evaluation seed={seed} at {delay:.1f}s of {wall:.1f}s; outputs on disk: {outs}")
     if (run / "metrics.json").is_file():
         json.loads((run / "metrics.json").read_text())  # complete JSON, never a torn file
     for csv in (run / "predictions").glob("*.csv") if (run / "predictions").is_dir() else []:
@@ -293,7 +301,11 @@ def test_kill_during_preprocessing_then_rerun_equals_uninterrupted(synthetic_coh
         == 0
     )
     cmd = [sys.executable, str(WORKERS), "prepare", str(root), str(csv), str(cache)]
-    _kill_after(_start(cmd), random.Random(seed).uniform(0.0, 2.0))
+    delay = random.Random(seed).uniform(0.0, 2.0)
+    assert _kill_after(_start(cmd), delay), "preprocessing ended before the kill"
+    print(
+        f"KILL preprocessing seed={seed} at {delay:.2f}s: {len(list(cache.rglob('*.npz')))} entries on disk"
+    )
     for entry in cache.rglob("*.npz"):
         with np.load(entry) as z:  # every entry on disk is complete
             assert "images" in z.files
