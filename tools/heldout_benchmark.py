@@ -57,6 +57,7 @@ BASE: tuple[str, ...] = (
     "data.batch_size=16",
     "stats_n_boot=0",
     "num_threads=1",
+    "~logger",  # no CSV/TensorBoard logs: the benchmark only reads metrics.json
     # the from-scratch recipe of the main job (conf/demo/synthetic.yaml; the demo file itself only applies
     # to data=synthetic): lr 1e-3, flips/rotations plus joint intensity jitter
     "module.optimizer.lr=1e-3",
