@@ -243,13 +243,12 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 def _force_hub_offline() -> None:
     """Switch the Hugging Face hub to offline mode for this process (cached files still load)."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        import huggingface_hub.constants as hub_constants
+    import sys
 
-        hub_constants.HF_HUB_OFFLINE = True
-    except ImportError:  # pragma: no cover - huggingface_hub is a timm dependency
-        pass
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read when the hub library is first imported
+    constants = sys.modules.get("huggingface_hub.constants")  # imported by timm: switch it too
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
 
 
 def _looks_like_download_error(exc: BaseException) -> bool:
