@@ -217,7 +217,8 @@ def _import(
                 compact_dtype(vol.array).transpose(2, 1, 0), lps_to_ras(vol.affine_lps), work / name
             )
             files.append(f"{cid}/{name}")
-        assert ref is not None
+        if ref is None:  # unreachable: the DCE set holds at least 3 acquisitions
+            raise DataError(f"{study_dir}: no acquisition was built")
         ref_affine = lps_to_ras(ref.affine_lps)
         ref_shape = ref.array.shape[::-1]
         mask_rel = ""

@@ -463,7 +463,8 @@ def _load_case_affine(
     from her2mri.data.geometry import canonical_spacing, mask_on_grid, same_grid, to_canonical
 
     paths = record.phase_paths
-    assert paths is not None
+    if paths is None:
+        raise DataError(f"case {record.pid}: no phase files are given")
     phases: np.ndarray | None = None
     ref_shape: tuple[int, ...] = ()
     ref_affine = np.eye(4)

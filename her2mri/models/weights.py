@@ -291,7 +291,7 @@ def build_model(
         if not _hub_offline() and not _hub_reachable():
             _force_hub_offline()  # local hub cache only: fails at once instead of retrying for a minute
         try:
-            model = cls(pretrained=True, **kwargs)
+            model = cls(pretrained=pretrained, **kwargs)
         except Exception as exc:  # noqa: BLE001 - hub errors differ between timm/huggingface versions
             if not _looks_like_download_error(exc):
                 raise
