@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from her2mri.data.errors import DataError
-from her2mri.radiomics.cases import RadiomicsCase, read_manifest
+from her2mri.data.manifest import read_manifest
+from her2mri.radiomics.cases import RadiomicsCase, from_case_record
 from her2mri.radiomics.extract import (
     RegionSpec,
     extract_case,
@@ -152,7 +153,7 @@ def test_true_2d_extraction_from_png(tmp_path: Path) -> None:
     pd.DataFrame(
         [
             {
-                "pid": "u1",
+                "case_id": "u1",
                 "image": "us.png",
                 "mask": "us_mask.png",
                 "spacing_y": 0.1,
@@ -162,7 +163,8 @@ def test_true_2d_extraction_from_png(tmp_path: Path) -> None:
             }
         ]
     ).to_csv(tmp_path / "m.csv", index=False)
-    (case,) = read_manifest(tmp_path / "m.csv")
+    (record,) = read_manifest(tmp_path / "m.csv", image_columns=("image",))
+    case = from_case_record(record)
     assert case.is_2d and case.clinical == {"age": 50}
     feats = extract_case(case, FAST, RegionSpec(rings_mm=(1.0,)))
     names = list(feats)

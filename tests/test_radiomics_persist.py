@@ -14,7 +14,13 @@ from her2mri.data.errors import DataError
 from her2mri.radiomics.clinical import BestColumnSelector, StepwiseSelector, separation
 from her2mri.radiomics.evaluate import build_pipeline
 from her2mri.radiomics.models import make_model
-from her2mri.radiomics.persist import formula_score, linear_formula, load_models, read_manifest, save_models
+from her2mri.radiomics.persist import (
+    formula_score,
+    linear_formula,
+    load_models,
+    read_models_json,
+    save_models,
+)
 from her2mri.radiomics.selection import build_selection_steps
 
 
@@ -57,10 +63,10 @@ def test_save_load_roundtrip_and_tamper_check(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="SHA-256"):
         load_models(tmp_path)
     with pytest.raises(DataError, match="no model manifest"):
-        read_manifest(tmp_path / "a")
+        read_models_json(tmp_path / "a")
     (tmp_path / "models.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(DataError, match="not a her2mri"):
-        read_manifest(tmp_path)
+        read_models_json(tmp_path)
 
 
 def test_stepwise_selector_inside_cv() -> None:

@@ -34,7 +34,7 @@ from her2mri.data.records import CaseRecord
 
 SEVERITIES: tuple[str, ...] = ("error", "warning")
 #: columns of a manifest CSV that hold paths (made absolute when a row is re-read on its own)
-_MANIFEST_PATH_COLS: tuple[str, ...] = ("pre", "early", "late", "mask", "rgb")
+_MANIFEST_PATH_COLS: tuple[str, ...] = ("pre", "early", "late", "mask", "rgb", "mask2", "breast_mask")
 #: slice thickness / pixel spacing outside these bounds (mm) is reported as implausible
 SPACING_Z_RANGE: tuple[float, float] = (0.2, 10.0)
 SPACING_XY_RANGE: tuple[float, float] = (0.1, 5.0)

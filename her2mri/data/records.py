@@ -30,13 +30,16 @@ class CaseRecord:
         split: ``"train"``, ``"val"``, ``"test"`` or None.
         phase_paths: pre, early and late phase files (NIfTI or NRRD), already selected from the acquisitions.
         mask_path: binary tumour mask file on the same grid, or None.
-        spacing: voxel spacing (z, y, x) in mm, from the metadata (never the NIfTI header).
+        spacing: voxel spacing (z, y, x) in mm, from the metadata (never the NIfTI header); (y, x) for a
+            2-D picture of ``images``.
         rgb_paths: pre-fused RGB slice images (PNG), one per slice, for the ``rgb_slices`` source.
         rgb_slice_index: slice index of each RGB file.
         bbox: tumour box (row0, row1, col0, col1), inclusive, in voxel coordinates; optional.
         site: acquisition site / scanner group, if known.
         dataset: ``spy1``, ``spy2``, ``duke``, ``manifest``, ``rgb`` or another source name.
-        extra: any other metadata (age, HR, mask_start, axis_order, ...).
+        extra: any other metadata (age, HR, mask_start, axis_order, mask2_path, breast_mask_path, ...).
+        images: named image files of a manifest read with ``image_columns`` (radiomics: a volume or a 2-D
+            picture per name), or None.
     """
 
     pid: str
@@ -44,19 +47,22 @@ class CaseRecord:
     split: str | None = None
     phase_paths: tuple[Path, Path, Path] | None = None
     mask_path: Path | None = None
-    spacing: tuple[float, float, float] | None = None
+    spacing: tuple[float, ...] | None = None
     rgb_paths: tuple[Path, ...] | None = None
     rgb_slice_index: tuple[int, ...] | None = None
     bbox: tuple[int, int, int, int] | None = None
     site: str | None = None
     dataset: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, Path] | None = None
 
     def source_files(self) -> list[Path]:
-        """All files this record reads (phases, mask, RGB slices), in a fixed order (for the cache key)."""
+        """All files this record reads (phases, images, mask, RGB slices), in a fixed order (cache key)."""
         files: list[Path] = []
         if self.phase_paths is not None:
             files.extend(self.phase_paths)
+        if self.images is not None:
+            files.extend(self.images[k] for k in sorted(self.images))
         if self.mask_path is not None:
             files.append(self.mask_path)
         if self.rgb_paths is not None:

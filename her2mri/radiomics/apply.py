@@ -1,7 +1,7 @@
 """Apply the saved models of a radiomics experiment to a new cohort (``her2mri-radiomics mode=apply``).
 
 The model folder is the run directory of an earlier ``her2mri-radiomics`` run (its ``models.json``, checked
-by :func:`~her2mri.radiomics.persist.read_manifest`). The features of the new cases are extracted with the
+by :func:`~her2mri.radiomics.persist.read_models_json`). The features of the new cases are extracted with the
 *training* run's settings (pyradiomics parameters, regions, rings, crop, deep backbone), every saved model
 scores every case, and the outputs have the same layout as a training run: ``<name>/predictions/
 test_patients.csv`` (``pid,label,prob,n_slices``), ``<name>/metrics.json`` (``test/*`` metrics on the cases

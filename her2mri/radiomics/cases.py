@@ -1,8 +1,10 @@
 """Radiomics case records: image(s), mask, spacing, label, pid, clinical data; and how to read their pixels.
 
 A :class:`RadiomicsCase` is what the radiomics pipelines consume. It is built from a her2mri
-:class:`~her2mri.data.records.CaseRecord` (DCE-MRI phases, :func:`from_case_record`) or from a manifest CSV
-(:func:`read_manifest`), which also covers 2-D ultrasound images (PNG/JPG with pixel spacing in the CSV).
+:class:`~her2mri.data.records.CaseRecord` by :func:`from_case_record`: DCE-MRI phases (BreastDCEDL, synthetic
+cohort) or the named images of a manifest CSV read by the one manifest reader,
+:func:`her2mri.data.manifest.read_manifest` with ``image_columns`` (which also covers 2-D ultrasound images:
+PNG/JPG with the pixel spacing in the CSV).
 
 Spacing is always taken from the metadata, in the array axis order: (z, y, x) for volumes, (y, x) for 2-D
 images. The BreastDCEDL NIfTI headers are wrong (1 mm), so headers are used only when a record has no spacing.
@@ -19,13 +21,16 @@ import numpy as np
 import pandas as pd
 
 from her2mri.data.errors import DataError
+from her2mri.data.manifest import IMAGE_2D_SUFFIXES
 from her2mri.data.records import CaseRecord
 
 PHASE_INDEX = {"pre": 0, "early": 1, "late": 2}
 #: derived kinetic images: name -> (minuend phase, subtrahend phase); the image is ``minuend - subtrahend``
 DERIVED_IMAGES: dict[str, tuple[str, str]] = {"wash_in": ("early", "pre"), "wash_out": ("late", "early")}
-IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-_NOT_CLINICAL = {"axis_order", "mask_start", "mask_end", "n_xy", "n_z", "n_times", "pix_type"}
+_NOT_CLINICAL = {
+    "axis_order", "mask_start", "mask_end", "n_xy", "n_z", "n_times", "pix_type",
+    "mask2_path", "breast_mask_path",
+}  # fmt: skip
 
 
 @dataclass
@@ -83,31 +88,48 @@ class RadiomicsCase:
         return files
 
 
-def from_case_record(record: CaseRecord, phases: Sequence[str] = ("early",)) -> RadiomicsCase:
-    """Turn a her2mri :class:`CaseRecord` (DCE phases + mask) into a :class:`RadiomicsCase`.
-
-    Args:
-        record: a volume-based record with ``phase_paths`` and ``mask_path``.
-        phases: the images to extract features from: phases among ``pre``, ``early``, ``late`` and derived
-            subtraction images ``wash_in`` (early - pre) and ``wash_out`` (late - early).
-    """
-    if record.phase_paths is None or record.mask_path is None:
-        raise DataError(f"case {record.pid}: radiomics needs phase files and a mask file (record has none)")
+def _phase_images(phase_paths: Sequence[Path], phases: Sequence[str]) -> dict[str, Path | tuple[Path, Path]]:
+    """The named images (phases and subtraction pairs) of ``phases`` from the pre/early/late files."""
     images: dict[str, Path | tuple[Path, Path]] = {}
     for ph in phases:
         if ph in PHASE_INDEX:
-            images[ph] = Path(record.phase_paths[PHASE_INDEX[ph]])
+            images[ph] = Path(phase_paths[PHASE_INDEX[ph]])
         elif ph in DERIVED_IMAGES:
             a, b = DERIVED_IMAGES[ph]
-            images[ph] = (
-                Path(record.phase_paths[PHASE_INDEX[a]]),
-                Path(record.phase_paths[PHASE_INDEX[b]]),
-            )
+            images[ph] = (Path(phase_paths[PHASE_INDEX[a]]), Path(phase_paths[PHASE_INDEX[b]]))
         else:
             raise ValueError(
                 f"phases contains {ph!r}: expected names among {sorted(PHASE_INDEX) + sorted(DERIVED_IMAGES)}"
             )
+    return images
+
+
+def from_case_record(record: CaseRecord, phases: Sequence[str] = ("early",)) -> RadiomicsCase:
+    """Turn a :class:`CaseRecord` (DCE phases or named images, and a mask) into a :class:`RadiomicsCase`.
+
+    Args:
+        record: a record with a ``mask_path`` and either named ``images`` (a manifest read with
+            ``image_columns``: these are the images, ``phases`` is not used) or ``phase_paths``.
+        phases: the images to extract features from a record with phases: phases among ``pre``, ``early``,
+            ``late`` and derived subtraction images ``wash_in`` (early - pre) and ``wash_out`` (late - early).
+
+    Raises:
+        DataError: the record has no mask, or neither images nor phases.
+    """
+    if record.mask_path is None:
+        raise DataError(
+            f"case {record.pid}: radiomics needs a tumour mask file (column 'mask' of a manifest) and "
+            "the record has none"
+        )
+    if record.images is not None:
+        images: dict[str, Path | tuple[Path, Path]] = {k: Path(v) for k, v in record.images.items()}
+    elif record.phase_paths is not None:
+        images = _phase_images(record.phase_paths, phases)
+    else:
+        raise DataError(f"case {record.pid}: radiomics needs image or phase files (record has none)")
     clinical = {k: v for k, v in record.extra.items() if k not in _NOT_CLINICAL}
+    if record.dataset == "manifest" and record.site is not None:
+        clinical.setdefault("site", record.site)  # a clinical column of radiomics manifests before one schema
     extra = record.extra
     return RadiomicsCase(
         pid=record.pid,
@@ -121,75 +143,6 @@ def from_case_record(record: CaseRecord, phases: Sequence[str] = ("early",)) -> 
         mask2_path=Path(extra["mask2_path"]) if extra.get("mask2_path") else None,
         breast_mask_path=Path(extra["breast_mask_path"]) if extra.get("breast_mask_path") else None,
     )
-
-
-def read_manifest(path: str | Path, image_columns: Sequence[str] = ("image",)) -> list[RadiomicsCase]:
-    """Read radiomics cases from a CSV.
-
-    Required columns: ``pid``, the image column(s), ``mask``; spacing ``spacing_y, spacing_x`` (2-D) and
-    ``spacing_z`` (3-D; absent -> header spacing). Optional: ``label``, ``split``, ``axis_order``, ``mask2``,
-    ``breast_mask``. Every other column is clinical data. Relative paths are relative to the CSV's folder.
-
-    Args:
-        path: the CSV file.
-        image_columns: columns holding image files; each becomes an image name.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: manifest not found")
-    df = pd.read_csv(path)
-    missing = [c for c in ("pid", "mask", *image_columns) if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
-    known = {"pid", "mask", "label", "split", "axis_order", "mask2", "breast_mask"}
-    known |= {"spacing_z", "spacing_y", "spacing_x", *image_columns}
-    root = path.parent
-
-    def _p(v: Any) -> Path | None:
-        if v is None or (isinstance(v, float) and np.isnan(v)) or str(v).strip() == "":
-            return None
-        p = Path(str(v))
-        return p if p.is_absolute() else root / p
-
-    cases = []
-    for row in df.to_dict("records"):
-        pid = str(row["pid"])
-        sp: tuple[float, ...] | None = None
-        if "spacing_y" in row and "spacing_x" in row and pd.notna(row["spacing_y"]):
-            sp = (float(row["spacing_y"]), float(row["spacing_x"]))
-            if "spacing_z" in row and pd.notna(row.get("spacing_z")):
-                sp = (float(row["spacing_z"]), *sp)
-        label = row.get("label")
-        if label is not None and pd.notna(label):
-            if float(label) not in (0.0, 1.0):
-                raise DataError(f"{path}: pid {pid}: label {label!r} is not binary (expected 0 or 1)")
-            label = int(label)
-        else:
-            label = None
-        images = {c: _p(row[c]) for c in image_columns}
-        if any(v is None for v in images.values()):
-            raise DataError(f"{path}: pid {pid}: an image path is empty")
-        mask = _p(row["mask"])
-        if mask is None:
-            raise DataError(f"{path}: pid {pid}: mask path is empty")
-        split = row.get("split")
-        cases.append(
-            RadiomicsCase(
-                pid=pid,
-                images=images,  # type: ignore[arg-type]
-                mask_path=mask,
-                spacing=sp,
-                label=label,
-                split=str(split) if split is not None and pd.notna(split) else None,
-                clinical={k: v for k, v in row.items() if k not in known},
-                axis_order=str(row.get("axis_order", "zyx"))
-                if pd.notna(row.get("axis_order", "zyx"))
-                else "zyx",
-                mask2_path=_p(row.get("mask2")),
-                breast_mask_path=_p(row.get("breast_mask")),
-            )
-        )
-    return cases
 
 
 def read_image_2d(path: str | Path) -> np.ndarray:

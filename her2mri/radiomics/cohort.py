@@ -13,8 +13,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from her2mri.data.errors import DataError
+from her2mri.data.manifest import read_manifest
 from her2mri.options import check_choice
-from her2mri.radiomics.cases import RadiomicsCase, from_case_record, read_manifest
+from her2mri.radiomics.cases import RadiomicsCase, from_case_record
 
 SOURCES = ("synthetic", "breastdcedl", "manifest")
 
@@ -31,7 +33,19 @@ def load_cases(cohort: dict[str, Any], cache_dir: str | Path) -> list[RadiomicsC
     if source == "manifest":
         if not cohort.get("manifest"):
             raise ValueError("cohort.manifest is null: cohort.source=manifest needs a CSV path")
-        cases = read_manifest(cohort["manifest"], tuple(cohort.get("image_columns") or ("image",)))
+        records = read_manifest(
+            cohort["manifest"],
+            require_label=False,
+            axis_order=str(cohort.get("axis_order") or "zyx"),
+            image_columns=tuple(cohort.get("image_columns") or ("image",)),
+        )
+        no_mask = [r.pid for r in records if r.mask_path is None]
+        if no_mask:
+            raise DataError(
+                f"{cohort['manifest']}: column 'mask' is missing or empty for case(s) {no_mask[:10]}: "
+                "radiomics needs a tumour mask for every case (docs/data.md, section 1.2)"
+            )
+        cases = [from_case_record(r) for r in records]
     elif source in ("synthetic", "breastdcedl"):
         from her2mri.data.readers import load_breastdcedl
 

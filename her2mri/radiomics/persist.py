@@ -203,7 +203,7 @@ def save_models(
     return mpath
 
 
-def read_manifest(model_dir: str | Path) -> dict[str, Any]:
+def read_models_json(model_dir: str | Path) -> dict[str, Any]:
     """The manifest of a model folder, after checking that her2mri wrote it and every file is unchanged.
 
     Raises:
@@ -240,7 +240,7 @@ def read_manifest(model_dir: str | Path) -> dict[str, Any]:
 
 
 def load_models(model_dir: str | Path, names: Sequence[str] | None = None) -> tuple[dict[str, Any], dict]:
-    """Load the fitted pipelines of a checked model folder (see :func:`read_manifest`).
+    """Load the fitted pipelines of a checked model folder (see :func:`read_models_json`).
 
     Only load model folders you trust: ``joblib.load`` unpickles.
 
@@ -254,7 +254,7 @@ def load_models(model_dir: str | Path, names: Sequence[str] | None = None) -> tu
     import joblib
 
     d = Path(model_dir)
-    manifest = read_manifest(d)
+    manifest = read_models_json(d)
     out: dict[str, Any] = {}
     for name, entry in manifest["models"].items():
         if names is not None and name not in names:
