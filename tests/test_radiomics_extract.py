@@ -98,13 +98,13 @@ def test_3d_extraction_rings_and_cache(tmp_path: Path) -> None:
     again = extract_cohort(cases, FAST, spec, cache_dir=tmp_path / "cache", progress=False)
     assert time.perf_counter() - t0 < first
     pd.testing.assert_frame_equal(df, again)
-    assert len(list((tmp_path / "cache").glob("radiomics_*.pkl"))) == 1
+    assert len(list((tmp_path / "cache").rglob("output.pkl"))) == 1  # one joblib.Memory entry
     # another setting -> another cache entry; retest columns are prefixed
     rt = extract_cohort(
         cases, FAST, RegionSpec(), mask_variant="erode", cache_dir=tmp_path / "cache", progress=False
     )
     assert all(c.startswith("retest__early__tumour__") for c in rt.columns)
-    assert len(list((tmp_path / "cache").glob("radiomics_*.pkl"))) == 2
+    assert len(list((tmp_path / "cache").rglob("output.pkl"))) == 2
     assert (rt["retest__early__tumour__original_shape_MeshVolume"] < vol.values).all()
 
 
@@ -173,6 +173,43 @@ def test_true_2d_extraction_from_png(tmp_path: Path) -> None:
     # 2-D area and perimeter in mm (20 x 30 px of 0.1 mm)
     assert feats["image__tumour__original_shape2D_PixelSurface"] == pytest.approx(6.0, rel=1e-6)
     assert feats["image__tumour__original_shape2D_Perimeter"] == pytest.approx(10.0, rel=0.05)
+
+
+def test_feature_cache_counts_extractions_and_misses_on_a_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """joblib.Memory: a second call extracts nothing; another setting or a rewritten case file misses."""
+    pytest.importorskip("radiomics")
+    import her2mri.radiomics.extract as ex
+
+    calls: list[str] = []
+
+    def counting_worker(case, params, regions, mask_variant, perturb_mm, crop_pad):  # noqa: ANN001, ANN202
+        calls.append(case.pid)
+        return {"early__tumour__f": float(len(calls)), "crop": float(crop_pad or 0)}
+
+    monkeypatch.setattr(ex, "_worker", counting_worker)
+    cases = [_blob_case(tmp_path, f"p{i}", i) for i in range(2)]
+    cache = tmp_path / "cache"
+    first = ex.extract_cohort(cases, FAST, RegionSpec(), cache_dir=cache, progress=False)
+    again = ex.extract_cohort(cases, FAST, RegionSpec(), cache_dir=cache, progress=False, n_jobs=1)
+    assert calls == ["p0", "p1"]
+    pd.testing.assert_frame_equal(first, again)
+    ex.extract_cohort(cases, FAST, RegionSpec(), cache_dir=cache, progress=False, crop_pad=4)  # a parameter
+    assert len(calls) == 4
+    ex.extract_cohort(
+        cases,
+        {**FAST, "setting": {**FAST["setting"], "binCount": 8}},
+        RegionSpec(),
+        cache_dir=cache,
+        progress=False,
+    )
+    assert len(calls) == 6
+    time.sleep(0.01)
+    cases[1].mask_path.write_bytes(cases[1].mask_path.read_bytes())  # the mask file was rewritten: new mtime
+    ex.extract_cohort(cases, FAST, RegionSpec(), cache_dir=cache, progress=False)
+    assert len(calls) == 8
+    assert sorted(p.name for p in cache.iterdir()) == [".gitignore", "joblib"]  # joblib.Memory's own files
 
 
 def test_empty_ring_is_a_data_error(tmp_path: Path) -> None:

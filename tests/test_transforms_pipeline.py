@@ -167,7 +167,7 @@ def test_n4_corrects_and_hits_cache(tmp_path):
     assert cv(out) < cv(vol)
     again = n4(vol, (3.0, 1.0, 1.0))
     assert (n4.cache_hits, n4.cache_misses) == (1, 1) and np.array_equal(again, out)
-    assert len(list(tmp_path.glob("n4_*.npy"))) == 1 and not list(tmp_path.glob(".n4_*"))
+    assert len(list(tmp_path.rglob("output.pkl"))) == 1  # one joblib.Memory entry
     src = tmp_path / "vol.nii.gz"
     src.write_bytes(b"x")
     n4(vol, (3.0, 1.0, 1.0), source=src)
@@ -199,3 +199,48 @@ def test_dict_wrappers():
     assert d["image"].shape == (3, 4, 32, 32) and d["mask"].dtype == np.uint8
     d = FuseRGBd("image", dtype="uint8")(d)
     assert d["image"].shape == (4, 3, 32, 32) and d["image"].dtype == np.uint8
+
+
+def test_n4_joblib_cache_counts_computations_and_misses_on_a_new_parameter(tmp_path, monkeypatch):
+    """The second call reads joblib's cache (no computation); another parameter, spacing or file misses it."""
+    import her2mri.data.n4 as n4_module
+
+    calls: list[tuple] = []
+
+    def counting_correct(volume, *args):  # noqa: ANN001, ANN002, ANN202
+        calls.append(args)
+        return volume.astype(np.float32) * 0.5
+
+    # the cached function calls the module-level n4_correct: count the real computations
+    monkeypatch.setattr(n4_module, "n4_correct", counting_correct)
+    vol = np.random.default_rng(1).uniform(50, 150, (4, 12, 12)).astype(np.float32)
+    src = tmp_path / "phase.nii.gz"
+    src.write_bytes(b"phase")
+    cache = tmp_path / "c"
+    n4 = N4BiasCorrection(shrink_factor=2, iterations=(3,), cache_dir=cache)
+    first = n4(vol, (2.0, 1.0, 1.0), source=src)
+    second = n4(vol, (2.0, 1.0, 1.0), source=src)
+    assert len(calls) == 1 and np.array_equal(first, second) and (n4.cache_hits, n4.cache_misses) == (1, 1)
+    np.testing.assert_allclose(first, vol * 0.5)
+    n4(vol, (2.5, 1.0, 1.0), source=src)  # another spacing
+    N4BiasCorrection(shrink_factor=3, iterations=(3,), cache_dir=cache)(vol, (2.0, 1.0, 1.0), source=src)
+    N4BiasCorrection(shrink_factor=2, iterations=(4,), cache_dir=cache)(vol, (2.0, 1.0, 1.0), source=src)
+    N4BiasCorrection(shrink_factor=2, iterations=(3,), convergence=1e-3, cache_dir=cache)(
+        vol, (2.0, 1.0, 1.0), source=src
+    )
+    assert len(calls) == 5
+    # a new instance on the same folder (another worker, another run) hits the entries
+    import pickle
+
+    again = pickle.loads(pickle.dumps(N4BiasCorrection(shrink_factor=2, iterations=(3,), cache_dir=cache)))
+    again(vol, (2.0, 1.0, 1.0), source=src)
+    assert len(calls) == 5 and again.cache_hits == 1
+    src.write_bytes(b"phase, rewritten")  # another size and mtime: the file changed
+    n4(vol, (2.0, 1.0, 1.0), source=src)
+    assert len(calls) == 6
+    n4(vol, (2.0, 1.0, 1.0))  # no source: keyed by the array's bytes
+    n4(vol.copy(), (2.0, 1.0, 1.0))
+    assert len(calls) == 7
+    n4(vol + 1, (2.0, 1.0, 1.0))
+    assert len(calls) == 8
+    assert sorted(p.name for p in cache.iterdir()) == [".gitignore", "joblib"]  # joblib.Memory's own files

@@ -1,4 +1,4 @@
-"""Optional N4 bias-field correction (SimpleITK), fitted on a shrunk image, with a disk cache.
+"""Optional N4 bias-field correction (SimpleITK), fitted on a shrunk image, cached by ``joblib.Memory``.
 
 The paper reports that N4 slightly degraded deep-learning performance, so it is off by default
 (``PreprocessConfig.n4 = False``); it is here for the ablation.
@@ -7,15 +7,76 @@ The paper reports that N4 slightly degraded deep-learning performance, so it is 
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from her2mri.data.errors import DataError
-from her2mri.io_utils import atomic_write, clean_stale_temps
+
+
+def n4_correct(
+    volume: np.ndarray,
+    spacing: tuple[float, float, float],
+    shrink_factor: int,
+    iterations: tuple[int, ...],
+    convergence: float,
+) -> np.ndarray:
+    """Bias-corrected float32 copy of ``volume`` (the computation :class:`N4BiasCorrection` caches).
+
+    Args:
+        volume: one phase (Z, Y, X).
+        spacing: voxel size (z, y, x) in mm.
+        shrink_factor: in-plane shrink for the fit.
+        iterations: maximum iterations per fitting level.
+        convergence: convergence threshold of the fit.
+    """
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(volume.astype(np.float32, copy=False))
+    img.SetSpacing([float(spacing[2]), float(spacing[1]), float(spacing[0])])
+    mask = sitk.OtsuThreshold(img, 0, 1, 200)
+    if not sitk.GetArrayViewFromImage(mask).any():  # flat image: fit on every voxel
+        mask = sitk.Cast(img * 0 + 1, sitk.sitkUInt8)
+    shrink = [min(shrink_factor, img.GetSize()[0]), min(shrink_factor, img.GetSize()[1]), 1]
+    small = sitk.Shrink(img, shrink)
+    small_mask = sitk.Shrink(mask, shrink)
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations(list(iterations))
+    corrector.SetConvergenceThreshold(convergence)
+    corrector.Execute(small, small_mask)
+    log_bias = corrector.GetLogBiasFieldAsImage(img)
+    bias = np.exp(sitk.GetArrayFromImage(log_bias).astype(np.float32))
+    out = volume.astype(np.float32) / bias
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)
+
+
+def _n4_cached(
+    volume: np.ndarray,
+    key: dict[str, Any],
+    spacing: tuple[float, float, float],
+    shrink_factor: int,
+    iterations: tuple[int, ...],
+    convergence: float,
+) -> np.ndarray:
+    """:func:`n4_correct` keyed by ``key`` (file identity or array digest): joblib ignores ``volume``."""
+    return n4_correct(volume, spacing, shrink_factor, iterations, convergence)
+
+
+def volume_key(volume: np.ndarray, source: str | Path | None) -> dict[str, Any]:
+    """The cache key of a volume: its file's resolved path, size and mtime (ns), or the SHA-1 of its bytes.
+
+    joblib would hash the array itself with MD5 on every call (about 3 times slower than one SHA-1 here, and
+    twice: once to count the hit, once to load it), so the volume is passed to joblib as an ignored argument
+    and this small key is hashed instead.
+    """
+    if source is not None:
+        st = Path(source).stat()
+        return {"path": str(Path(source).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    arr = np.ascontiguousarray(volume)
+    return {"shape": arr.shape, "dtype": arr.dtype.str, "sha1": hashlib.sha1(arr.data).hexdigest()}
 
 
 class N4BiasCorrection:
@@ -23,9 +84,11 @@ class N4BiasCorrection:
 
     The bias field is fitted on the image shrunk by ``shrink_factor`` in-plane (not along z, whose slices are
     already few), inside an Otsu foreground mask, then evaluated at full resolution and divided out.
-    Results are cached on disk when ``cache_dir`` is set, keyed by the source file (path, size, mtime) and the
-    parameters, or by a hash of the array when no path is given. Cache files are written to a temporary file
-    and moved into place with ``os.replace`` so concurrent workers never read a partial file.
+    Results are cached on disk by ``joblib.Memory`` when ``cache_dir`` is set (under ``cache_dir/joblib/``),
+    keyed by the source file (resolved path, size, mtime), the spacing and the parameters, or by the SHA-1 of
+    the array when no path is given (:func:`volume_key`). joblib writes each entry to a temporary name and
+    renames it, so concurrent workers never read a partial entry; an unreadable entry is logged and
+    recomputed. The cache holds pickles: point ``cache_dir`` only at a folder her2mri wrote.
 
     Args:
         shrink_factor: in-plane shrink for the fit, 1 to 16 (4 is SimpleITK's usual choice, about 2 s for a
@@ -65,25 +128,30 @@ class N4BiasCorrection:
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.cache_hits = 0
         self.cache_misses = 0
+        self._cached: Any = self._memoize()
 
     def params(self) -> dict[str, object]:
         """Parameters that enter the cache key."""
         return {"shrink": self.shrink_factor, "iterations": list(self.iterations), "conv": self.convergence}
 
-    def cache_key(self, volume: np.ndarray, spacing: Sequence[float], source: str | Path | None) -> str:
-        """sha1 of the source file identity (path, size, mtime) or the array bytes, plus the parameters."""
-        h = hashlib.sha1()
-        if source is not None:
-            st = Path(source).stat()
-            ident = {"path": str(Path(source).resolve()), "size": st.st_size, "mtime": st.st_mtime_ns}
-            h.update(json.dumps(ident, sort_keys=True).encode())
-        else:
-            h.update(str((volume.shape, volume.dtype.str)).encode())
-            h.update(np.ascontiguousarray(volume).data)
-        h.update(
-            json.dumps({**self.params(), "spacing": [float(s) for s in spacing]}, sort_keys=True).encode()
-        )
-        return h.hexdigest()
+    def _memoize(self) -> Any:
+        """The memoized (joblib) :func:`_n4_cached` in ``cache_dir`` (None without a cache)."""
+        if self.cache_dir is None:
+            return None
+        from joblib import Memory
+
+        memory = Memory(
+            location=str(self.cache_dir), verbose=0
+        )  # a str location: entries in cache_dir/joblib
+        return memory.cache(_n4_cached, ignore=["volume"])
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable state (DataLoader workers); the memoized function is rebuilt from ``cache_dir``."""
+        return {**self.__dict__, "_cached": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._cached = self._memoize()
 
     def __call__(
         self, volume: np.ndarray, spacing: Sequence[float], source: str | Path | None = None
@@ -102,57 +170,22 @@ class N4BiasCorrection:
             )
         if len(spacing) != 3 or min(float(s) for s in spacing) <= 0:
             raise ValueError(f"spacing={spacing!r} must be three positive numbers (z, y, x) in mm.")
-        path = None
-        if self.cache_dir is not None:
-            path = self.cache_dir / f"n4_{self.cache_key(volume, spacing, source)}.npy"
-            cached = self._read_cached(path, volume.shape)
-            if cached is not None:
-                self.cache_hits += 1
-                return cached
+        sp = (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+        args = (sp, self.shrink_factor, self.iterations, self.convergence)
+        func = self._cached
+        if func is None:
+            return n4_correct(volume, *args)
+        call = (volume, volume_key(volume, source), *args)
+        if func.check_call_in_cache(*call):
+            self.cache_hits += 1
+        else:
             self.cache_misses += 1
-        out = self._correct(volume, spacing)
-        if path is not None:
-            clean_stale_temps(path.parent)  # temporary files of killed writers
-            atomic_write(path, lambda fh: np.save(fh, out, allow_pickle=False))
+        out = func(*call)
+        if getattr(out, "shape", None) != volume.shape:  # a file rewritten with the same size and mtime
+            warnings.warn(
+                f"{source or 'volume'}: N4 cache entry has shape {getattr(out, 'shape', None)}, the volume "
+                f"{volume.shape}; recomputing",
+                stacklevel=2,
+            )
+            out = func.call(*call)[0]
         return out
-
-    @staticmethod
-    def _read_cached(path: Path, shape: tuple[int, ...]) -> np.ndarray | None:
-        """The cached corrected volume, or None when absent, unreadable or of another shape (recomputed)."""
-        if not path.is_file():
-            return None
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except Exception as exc:  # noqa: BLE001 - any unreadable entry is recomputed
-            warnings.warn(
-                f"{path}: unreadable N4 cache entry ({type(exc).__name__}); recomputing", stacklevel=3
-            )
-            return None
-        if arr.shape != tuple(shape):
-            warnings.warn(
-                f"{path}: N4 cache entry has shape {arr.shape}, the volume {tuple(shape)}; recomputing",
-                stacklevel=3,
-            )
-            return None
-        return arr
-
-    def _correct(self, volume: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-        import SimpleITK as sitk
-
-        img = sitk.GetImageFromArray(volume.astype(np.float32, copy=False))
-        img.SetSpacing([float(spacing[2]), float(spacing[1]), float(spacing[0])])
-        mask = sitk.OtsuThreshold(img, 0, 1, 200)
-        if not sitk.GetArrayViewFromImage(mask).any():  # flat image: fit on every voxel
-            mask = sitk.Cast(img * 0 + 1, sitk.sitkUInt8)
-        f = self.shrink_factor
-        shrink = [min(f, img.GetSize()[0]), min(f, img.GetSize()[1]), 1]
-        small = sitk.Shrink(img, shrink)
-        small_mask = sitk.Shrink(mask, shrink)
-        corrector = sitk.N4BiasFieldCorrectionImageFilter()
-        corrector.SetMaximumNumberOfIterations(list(self.iterations))
-        corrector.SetConvergenceThreshold(self.convergence)
-        corrector.Execute(small, small_mask)
-        log_bias = corrector.GetLogBiasFieldAsImage(img)
-        bias = np.exp(sitk.GetArrayFromImage(log_bias).astype(np.float32))
-        out = volume.astype(np.float32) / bias
-        return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32, copy=False)

@@ -10,7 +10,6 @@ features of a second extraction for the ICC filter are prefixed ``retest__``. 2-
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,7 +25,6 @@ import pandas as pd
 
 from her2mri.data.errors import DataError
 from her2mri.extras import install_hint, require
-from her2mri.io_utils import atomic_write
 from her2mri.radiomics.cases import RadiomicsCase, read_case_arrays
 from her2mri.radiomics.rings import distance_to_mask, ring_regions
 
@@ -254,12 +252,16 @@ def cache_key(
     mask_variant: str,
     perturb_mm: float,
     crop_pad: int | None = 8,
-) -> str:
-    """Hash of the settings and of every source file (path, size, modification time) and spacing."""
+) -> dict[str, Any]:
+    """What the cached feature table depends on: the settings and every source file and spacing.
+
+    joblib.Memory hashes this (small) dict as the cache key of :func:`extract_cohort`: the pyradiomics
+    parameters, the regions, the mask variant, the pyradiomics and feature versions, and per case its pid,
+    spacing, axis order, image names and the resolved path, size and mtime of every file it reads.
+    """
     radiomics = require_pyradiomics()
-    h = hashlib.sha256()
     settings = {
-        "params": params,
+        "params": json.loads(json.dumps(params, sort_keys=True, default=str)),
         "regions": [regions.tumour, list(regions.rings_mm), regions.clip],
         "mask_variant": mask_variant,
         "perturb_mm": perturb_mm,
@@ -267,15 +269,14 @@ def cache_key(
         "pyradiomics": getattr(radiomics, "__version__", "?"),
         "feature_version": FEATURE_VERSION,
     }
-    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    files = []
     for c in cases:
-        h.update(f"{c.pid}|{c.spacing}|{c.axis_order}|{sorted(c.images)}".encode())
+        ident = [c.pid, None if c.spacing is None else list(c.spacing), c.axis_order, sorted(c.images)]
         for f in c.source_files():
             st = os.stat(f) if Path(f).exists() else None
-            h.update(
-                f"{Path(f).resolve()}|{st.st_size if st else -1}|{st.st_mtime_ns if st else -1}".encode()
-            )
-    return h.hexdigest()[:20]
+            ident.append([str(Path(f).resolve()), st.st_size if st else -1, st.st_mtime_ns if st else -1])
+        files.append(ident)
+    return {"settings": settings, "cases": files}
 
 
 def _worker(
@@ -347,6 +348,55 @@ def parallel_backend(backend: str | None = None, scheduler: str | None = None) -
             owned.close()
 
 
+def _extract_table(
+    key: dict[str, Any],
+    cases: Sequence[RadiomicsCase],
+    p: dict[str, Any],
+    regions: RegionSpec,
+    mask_variant: str,
+    perturb_mm: float,
+    crop_pad: int | None,
+    n_jobs: int,
+    progress: bool,
+    backend: str | None,
+    scheduler: str | None,
+) -> pd.DataFrame:
+    """The feature table (:func:`extract_cohort` without the cache); ``key`` is what joblib.Memory hashes."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    require_pyradiomics()
+    jobs = (delayed(_worker)(c, p, regions, mask_variant, perturb_mm, crop_pad) for c in cases)
+    bar = tqdm(total=len(cases), desc=f"radiomics ({mask_variant})", disable=not progress)
+    rows = []
+    with parallel_backend(backend, scheduler):
+        for feats in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
+            rows.append(feats)
+            bar.update(1)
+    bar.close()
+    df = pd.DataFrame(rows, index=pd.Index([c.pid for c in cases], name="pid"))
+    if df.isna().any().any():
+        bad = df.columns[df.isna().any()].tolist()
+        raise DataError(
+            f"feature table: features missing for some cases (different feature sets?): {bad[:5]}"
+        )
+    if mask_variant != "none":
+        df.columns = [RETEST_PREFIX + c for c in df.columns]
+    return df
+
+
+#: arguments of :func:`_extract_table` joblib.Memory does not hash (``key`` stands for the cases; the rest
+#: does not change the table)
+_NOT_HASHED = ["cases", "n_jobs", "progress", "backend", "scheduler"]
+
+
+def feature_cache(cache_dir: str | Path) -> Any:
+    """The joblib.Memory-cached :func:`_extract_table` whose entries live in ``cache_dir/joblib/``."""
+    from joblib import Memory
+
+    return Memory(location=str(cache_dir), verbose=0).cache(_extract_table, ignore=_NOT_HASHED)
+
+
 def extract_cohort(
     cases: Sequence[RadiomicsCase],
     params: str | Path | Mapping[str, Any],
@@ -371,7 +421,8 @@ def extract_cohort(
         perturb_mm: erosion/dilation distance for ``erode`` / ``dilate``.
         crop_pad: voxels kept around the regions before extraction (see :func:`extract_regions`).
         n_jobs: joblib processes (1: in-process).
-        cache_dir: folder of cached tables ``radiomics_<key>.pkl``; None: no cache.
+        cache_dir: folder of the joblib.Memory cache of feature tables (entries under ``cache_dir/joblib/``,
+            keyed by :func:`cache_key`; joblib writes each entry atomically); None: no cache.
         progress: show a tqdm progress bar.
         backend: joblib backend: None (joblib's default, local processes), ``loky``,
             ``multiprocessing``, ``dask`` (a Dask cluster: ``pip install "her2mri[distributed]"``) or
@@ -381,39 +432,13 @@ def extract_cohort(
             dask-jobqueue SLURM cluster); None: the current client, else a local cluster.
             ``backend="ray"``: the Ray address (None: ``ray.init()`` default).
     """
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
     if not cases:
         raise ValueError("cases is empty: nothing to extract")
     if n_jobs == 0:
         raise ValueError("n_jobs=0: use a positive number of processes or -1 for all cores")
     p = load_params(params)
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = (
-            Path(cache_dir)
-            / f"radiomics_{cache_key(cases, p, regions, mask_variant, perturb_mm, crop_pad)}.pkl"
-        )
-        if cache_file.is_file():
-            return pd.read_pickle(cache_file)
-    require_pyradiomics()
-    jobs = (delayed(_worker)(c, p, regions, mask_variant, perturb_mm, crop_pad) for c in cases)
-    bar = tqdm(total=len(cases), desc=f"radiomics ({mask_variant})", disable=not progress)
-    rows = []
-    with parallel_backend(backend, scheduler):
-        for feats in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
-            rows.append(feats)
-            bar.update(1)
-    bar.close()
-    df = pd.DataFrame(rows, index=pd.Index([c.pid for c in cases], name="pid"))
-    if df.isna().any().any():
-        bad = df.columns[df.isna().any()].tolist()
-        raise DataError(
-            f"feature table: features missing for some cases (different feature sets?): {bad[:5]}"
-        )
-    if mask_variant != "none":
-        df.columns = [RETEST_PREFIX + c for c in df.columns]
-    if cache_file is not None:
-        atomic_write(cache_file, df.to_pickle)  # unique temporary name: parallel runs never share one
-    return df
+    args = (cases, p, regions, mask_variant, perturb_mm, crop_pad, n_jobs, progress, backend, scheduler)
+    if cache_dir is None:
+        return _extract_table({}, *args)
+    key = cache_key(cases, p, regions, mask_variant, perturb_mm, crop_pad)
+    return feature_cache(cache_dir)(key, *args)
