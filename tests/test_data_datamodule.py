@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import her2mri.data.io as io_mod
-import her2mri.data.prepare as prepare_mod
 from her2mri.data.datamodule import DCEDataModule
 from her2mri.data.dataset import IMAGENET_MEAN, IMAGENET_STD
 
@@ -74,7 +73,7 @@ def test_second_setup_reads_no_volume(synthetic_cohort, tmp_path, monkeypatch):
         raise AssertionError("a volume was read although the cache is warm")
 
     monkeypatch.setattr(io_mod, "read_volume", forbidden)
-    monkeypatch.setattr(prepare_mod, "load_case_arrays", forbidden)
+    monkeypatch.setattr(io_mod, "load_case_arrays", forbidden)
     second = _dm(synthetic_cohort, tmp_path)
     second.prepare_data()
     second.setup()

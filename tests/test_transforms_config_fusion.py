@@ -1,4 +1,4 @@
-"""PreprocessConfig validation and key, phase selection, RGB fusion and uint8 quantisation."""
+"""PreprocessConfig validation and key, RGB fusion and uint8 quantisation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 
 from her2mri.data.errors import DataError
 from her2mri.data.fusion import FuseRGB, quantize_uint8
-from her2mri.data.phases import SelectPhases
 from her2mri.data.preprocess_config import NORMALIZATIONS, PreprocessConfig
 from her2mri.options import check_choice
 
@@ -73,20 +72,6 @@ def test_check_choice():
     assert check_choice("x", "a", ("a", "b")) == "a"
     with pytest.raises(ValueError, match="x='zzz'.*Valid values: a, b"):
         check_choice("x", "zzz", ("a", "b"))
-
-
-def test_select_phases_order_and_errors():
-    acq = [np.full((2, 3, 3), k, np.uint16) for k in range(7)]
-    out = SelectPhases((0, 2, 6))(acq)
-    assert out.shape == (3, 2, 3, 3) and out[:, 0, 0, 0].tolist() == [0, 2, 6]
-    assert SelectPhases()(np.stack(acq), (0, 1, -1))[:, 0, 0, 0].tolist() == [0, 1, 6]
-    with pytest.raises(DataError, match=r"ISPY2-1.*late phase index 7 is beyond the 7 acquisitions"):
-        SelectPhases((0, 2, 7))(acq, case_id="ISPY2-1")
-    with pytest.raises(ValueError, match="nan"):
-        SelectPhases((0, 2, float("nan")))
-    acq[2] = np.zeros((3, 3, 3))
-    with pytest.raises(DataError, match="one shape"):
-        SelectPhases((0, 2, 5))(acq)
 
 
 def test_fusion_channel_order():

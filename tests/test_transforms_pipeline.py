@@ -1,4 +1,4 @@
-"""preprocess_case / preprocess_rgb_slices end to end, N4 with its disk cache, and the MONAI dict wrappers."""
+"""preprocess_case / preprocess_rgb_slices and N4 with its disk cache (Compose: test_monai_path)."""
 
 from __future__ import annotations
 
@@ -175,30 +175,6 @@ def test_n4_corrects_and_hits_cache(tmp_path):
     assert (n4.cache_hits, n4.cache_misses) == (2, 2)
     with pytest.raises(ValueError, match="shrink_factor=0"):
         N4BiasCorrection(shrink_factor=0)
-
-
-def test_dict_wrappers():
-    from her2mri.data.dictionary import (
-        CropAroundTumourd,
-        FuseRGBd,
-        NormalizeDCEd,
-        SelectPhasesd,
-        SelectSlicesd,
-    )
-
-    phases, mask = _case()
-    acq = [phases[0], phases[0], phases[1], phases[2]]
-    d = {"image": acq, "phase_indices": (0, 2, 3), "mask": mask, "spacing": SPACING, "pid": "p"}
-    d = SelectPhasesd("image")(d)
-    assert np.array_equal(d["image"], phases)
-    d = NormalizeDCEd("image", normalization="clip_channel_q98")(d)
-    assert np.array_equal(d["image"], NormalizeDCE()(phases))
-    d = SelectSlicesd("mask", slice_keys=("image", "mask"))(d)
-    assert d["slice_idx"].tolist() == [5, 6, 7, 8] and d["image"].shape == (3, 4, 48, 48)
-    d = CropAroundTumourd(("image", "mask"), crop_size=24, image_size=32)(d)
-    assert d["image"].shape == (3, 4, 32, 32) and d["mask"].dtype == np.uint8
-    d = FuseRGBd("image", dtype="uint8")(d)
-    assert d["image"].shape == (4, 3, 32, 32) and d["image"].dtype == np.uint8
 
 
 def test_n4_joblib_cache_counts_computations_and_misses_on_a_new_parameter(tmp_path, monkeypatch):

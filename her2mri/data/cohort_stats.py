@@ -54,9 +54,9 @@ def sample_case(
     if cfg.stats_mask == "foreground":
         keep = np.flatnonzero(foreground_mask(phases[0]).ravel())
     elif cfg.stats_mask == "tumour_bbox" and mask is not None and np.asarray(mask).any():
-        from her2mri.data.pipeline import _tumour_box_mask
+        from her2mri.data.dictionary import tumour_box_mask
 
-        box = _tumour_box_mask(np.asarray(mask), None, None, phases.shape[1:], "case")
+        box = tumour_box_mask(np.asarray(mask), None, None, phases.shape[1:], "case")
         keep = np.flatnonzero(box.ravel())
     else:
         keep = None

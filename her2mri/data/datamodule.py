@@ -281,6 +281,20 @@ class DCEDataModule(L.LightningDataModule):
         self._setup_done = True
 
     @property
+    def preprocessing(self) -> Any:
+        """The deterministic preprocessing of one case: the ``monai.transforms.Compose`` run on every case.
+
+        Built from ``self.cfg`` by :func:`her2mri.data.pipeline.preprocess_transform` (the cache calls it
+        through :func:`her2mri.data.prepare.preprocess_record`); its input is ``{"record": CaseRecord}``.
+        With ``stats_scope='cohort'`` it needs the training-split statistics first (:meth:`setup`).
+        """
+        from her2mri.data.pipeline import preprocess_transform
+
+        source = "rgb" if self.source == "rgb_slices" else "volume"
+        n4_dir = self.cache_dir / "n4" if self.cache_dir is not None else None
+        return preprocess_transform(self.cfg, source, n4_cache_dir=n4_dir)
+
+    @property
     def channel_dim(self) -> int:
         """Axis of the three phases/channels in one item's image: -3 (slices), -4 (phase views, volumes)."""
         return -4 if self.cfg.views in ("phases", "volume") else -3

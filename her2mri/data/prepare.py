@@ -1,8 +1,8 @@
 """Preprocess a cohort once (optionally in parallel), through the on-disk cache.
 
-:func:`preprocess_record` reads one case (volumes or RGB slices) and runs the deterministic pipeline of
-:mod:`her2mri.data.pipeline`; :func:`prepare_cohort` does it for every record, skipping cached ones, with a
-tqdm progress bar, and returns the arrays of every case.
+:func:`preprocess_record` reads and preprocesses one case (volumes or RGB slices) with the MONAI ``Compose``
+of :func:`her2mri.data.pipeline.preprocess_transform`; :func:`prepare_cohort` does it for every record,
+skipping cached ones, with a tqdm progress bar, and returns the arrays of every case.
 """
 
 from __future__ import annotations
@@ -14,40 +14,14 @@ import numpy as np
 
 from her2mri.data.cache import CaseCache
 from her2mri.data.errors import DataError
-from her2mri.data.io import load_case_arrays, read_rgb
 from her2mri.data.preprocess_config import PreprocessConfig
 from her2mri.data.records import CaseRecord
-
-
-def _volume_bbox(record: CaseRecord, has_mask: bool) -> tuple[int, ...] | None:
-    """Bbox argument of ``preprocess_case``: 6 values (with the z-range) when there is no voxel mask."""
-    if has_mask or record.bbox is None:
-        return None
-    z0, z1 = record.extra.get("mask_start"), record.extra.get("mask_end")
-    if z0 is None or z1 is None:
-        return tuple(record.bbox)
-    return (int(z0), int(z1), *record.bbox)
-
-
-def _rgb_boxes(record: CaseRecord) -> list[tuple[int, int, int, int] | None] | None:
-    """Per-slice (x, y, w, h) boxes -> (row0, row1, col0, col1) inclusive."""
-    boxes = record.extra.get("rgb_bboxes")
-    if not boxes:
-        return None
-    out: list[tuple[int, int, int, int] | None] = []
-    for b in boxes:
-        if b is None or b[2] <= 0 or b[3] <= 0:
-            out.append(None)
-        else:
-            x, y, w, h = (int(v) for v in b)
-            out.append((y, y + h - 1, x, x + w - 1))
-    return out
 
 
 def preprocess_record(
     record: CaseRecord, cfg: PreprocessConfig, n4_cache_dir: str | Path | None = None
 ) -> dict[str, np.ndarray]:
-    """Read and preprocess one case.
+    """Read and preprocess one case (the ``Compose`` of :func:`~her2mri.data.pipeline.preprocess_transform`).
 
     Returns:
         ``{"images": uint8|float16 (S, 3, H, W) or (S, 3, 3, H, W), "slice_idx": int32 (S,)}`` plus
@@ -56,39 +30,15 @@ def preprocess_record(
     Raises:
         DataError: naming the file or the case (see :mod:`her2mri.data.io` and the pipeline).
     """
-    from her2mri.data.pipeline import preprocess_case, preprocess_rgb_slices
+    from her2mri.data.pipeline import preprocess_transform, run_preprocess
 
     if record.rgb_paths:
-        imgs = [read_rgb(p) for p in record.rgb_paths]
-        shapes = {im.shape for im in imgs}
-        if len(shapes) > 1:
-            raise DataError(
-                f"{record.rgb_paths[0]}: slices of case {record.pid} differ in size: {sorted(shapes)}"
-            )
-        spacing_yx = tuple(record.spacing[1:]) if record.spacing is not None else None
-        out = preprocess_rgb_slices(
-            np.stack(imgs),
-            cfg,
-            _rgb_boxes(record),
-            spacing_yx=spacing_yx,
-            slice_idx=record.rgb_slice_index,
-            case_id=record.pid,
-        )
+        source = "rgb"
     elif record.phase_paths:
-        # compact lossless type (uint16) in the files' memory layout: no float copy, no transposing copy
-        phases, mask, spacing = load_case_arrays(record, dtype=None, contiguous=False)
-        out = preprocess_case(
-            phases,
-            mask,
-            spacing,
-            cfg,
-            bbox=_volume_bbox(record, mask is not None),
-            case_id=f"{record.pid} ({record.phase_paths[0].parent})",
-            phase_paths=record.phase_paths,
-            n4_cache_dir=n4_cache_dir,
-        )
+        source = "volume"
     else:
         raise DataError(f"case {record.pid}: record has neither phase files nor RGB slices")
+    out = run_preprocess(preprocess_transform(cfg, source, n4_cache_dir=n4_cache_dir), {"record": record})
     arrays = {"images": out.images, "slice_idx": np.asarray(out.slice_idx, dtype=np.int32)}
     if out.masks is not None:
         arrays["masks"] = np.asarray(out.masks, dtype=np.uint8)
