@@ -1,7 +1,9 @@
 """Where the Hydra config directory is: ``$HER2MRI_CONF``, else the package's own ``her2mri/conf``.
 
 The configs ship inside the package (package data), so an editable install, a wheel and a clean clone all
-find them with :func:`importlib.resources.files`.
+find them with :func:`importlib.resources.files`. Importing this module also stores the structured configs
+the YAML files build on in Hydra's ConfigStore (:func:`register_schemas`: ``preprocess/base``), so every
+Hydra CLI and every caller of ``hydra.compose`` that finds the config folder here composes the same configs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,13 @@ from importlib.resources import files
 from pathlib import Path
 
 ENV_VAR = "HER2MRI_CONF"
+
+
+def register_schemas() -> None:
+    """Store her2mri's structured configs in Hydra's ConfigStore (idempotent; done when this module loads)."""
+    from her2mri.data.preprocess_config import register_preprocess_schema
+
+    register_preprocess_schema()
 
 
 def package_config_dir() -> Path:
@@ -81,3 +90,6 @@ def check_sweep_extras(argv: Sequence[str]) -> None:
                     f"{arg!r} needs the Hydra plugin {module}, which is not installed: it comes with the "
                     f"her2mri extra [sweeps]; install it with {install_hint('sweeps')}"
                 )
+
+
+register_schemas()

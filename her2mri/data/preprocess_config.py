@@ -1,7 +1,11 @@
-"""Preprocessing configuration (:class:`PreprocessConfig`) and its valid option names.
+"""Preprocessing configuration (:class:`PreprocessConfig`), its valid option names and its Hydra schema.
 
-The Hydra group ``preprocess/`` maps 1:1 on the fields of :class:`PreprocessConfig`; ``key()`` is the stable
-hash the slice cache uses, so any change of a field gives a new cache entry.
+The Hydra group ``preprocess/`` maps 1:1 on the fields of :class:`PreprocessConfig`: :data:`PreprocessSchema`,
+a structured config built from the dataclass's own fields, is stored in Hydra's ConfigStore as
+``preprocess/base`` (:func:`register_preprocess_schema`), and the presets of ``conf/preprocess/`` are tiny
+YAMLs on top of it. A key that is not a field (``preprocess.chanels=x``) or a value of the wrong type then
+fails when Hydra composes; the values are validated by :class:`PreprocessConfig` itself. ``key()`` is the
+stable hash the slice cache uses, so any change of a field gives a new cache entry.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 from her2mri.options import check_choice
 
@@ -232,3 +236,50 @@ class PreprocessConfig:
         """Stable short hash (16 hex chars of the sha1 of the sorted JSON of the fields)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha1(blob.encode("utf-8")).hexdigest()[:16]
+
+
+#: Hydra/OmegaConf type of each annotation used by :class:`PreprocessConfig` (a new annotation must be added)
+_SCHEMA_TYPES: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "float | None": Optional[float],  # noqa: UP045 - OmegaConf reads typing.Optional
+    "tuple[float, float, float]": list[float],
+    "tuple[tuple[float, float], ...] | None": Optional[Any],  # noqa: UP045 - (lo, hi) pairs, checked by the dataclass
+}
+#: schema defaults that differ from the dataclass: ``views: auto`` is resolved against the model by
+#: :func:`her2mri.data.build.preprocess_from_cfg` before :class:`PreprocessConfig` is built
+_SCHEMA_DEFAULTS: dict[str, Any] = {"views": "auto"}
+#: name of the schema in the ``preprocess`` group of Hydra's ConfigStore (``preprocess=base``: schema alone)
+SCHEMA_NAME = "base"
+
+
+def _schema_field(f: dataclasses.Field[Any]) -> tuple[str, Any, Any]:
+    type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if type_name not in _SCHEMA_TYPES:
+        raise TypeError(f"PreprocessConfig.{f.name}: annotation {type_name!r} has no Hydra schema type")
+    default = _SCHEMA_DEFAULTS.get(f.name, f.default)
+    if isinstance(default, tuple):
+        return f.name, _SCHEMA_TYPES[type_name], dataclasses.field(default_factory=lambda d=default: list(d))
+    return f.name, _SCHEMA_TYPES[type_name], dataclasses.field(default=default)
+
+
+#: The structured config of the ``preprocess`` group: the fields and defaults of :class:`PreprocessConfig`
+#: (``views`` defaults to ``auto``), typed for OmegaConf. Built from the dataclass, so nothing mirrors it.
+PreprocessSchema: type = dataclasses.make_dataclass(
+    "PreprocessSchema",
+    [_schema_field(f) for f in dataclasses.fields(PreprocessConfig)],
+)
+PreprocessSchema.__module__ = __name__
+
+
+def register_preprocess_schema() -> None:
+    """Store :data:`PreprocessSchema` in Hydra's ConfigStore as ``preprocess/base`` (idempotent).
+
+    The presets of ``conf/preprocess/`` start with ``defaults: [base, _self_]``; every entry point that
+    composes a config (the Hydra CLIs, :mod:`her2mri.cli._config`, tests) calls this first.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(group="preprocess", name=SCHEMA_NAME, node=PreprocessSchema)
