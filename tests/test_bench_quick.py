@@ -133,3 +133,47 @@ def test_gpu_section_skips_without_cuda():
     if torch.cuda.is_available():
         pytest.skip("a CUDA device is present: the GPU section runs for real in tools/bench.py")
     assert _bench().section_gpu({}) == {"skipped": "no CUDA device"}
+
+
+def _bench_cpu():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return importlib.import_module("bench_cpu")
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+
+
+def test_cpu_options_start_from_the_module_defaults():
+    from omegaconf import OmegaConf
+
+    bc = _bench_cpu()
+    cfg = OmegaConf.load(ROOT / "her2mri" / "conf" / "module" / "default.yaml")
+    assert bc.module_defaults() == {"channels_last": cfg.channels_last, "compile": bool(cfg.compile)}
+    # "default" is her2mri's configured default; the NCHW layout is its own option, compared against it
+    assert bc.TRAIN_OPTIONS["default"] == {} and bc.TRAIN_OPTIONS["channels_first"] == {
+        "channels_last": False
+    }
+
+
+def test_cpu_train_isolated_halves_the_batch_when_killed(monkeypatch, tmp_path):
+    import json
+    import subprocess
+
+    bc = _bench_cpu()
+    calls = []
+
+    def fake_run(cmd, **kw):
+        batch, out = int(cmd[-4]), Path(cmd[-1])
+        calls.append(batch)
+        if batch > 4:  # as the out-of-memory killer would: SIGKILL, no output
+            return subprocess.CompletedProcess(cmd, -9, "", "")
+        out.write_text(json.dumps({"batch": batch, "ratio_her2mri_vs_plain": 1.0}))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(bc.subprocess, "run", fake_run)
+    res = bc.train_isolated("thda_resnet34", "default", 224, 16, (1, 3), tmp_path)
+    assert calls == [16, 8, 4] and res["batch"] == 4
+    assert "batch 16 did not complete" in res["note"] and "killed" in res["note"]
+    # every batch down to 2 killed: an error result, not an exception
+    monkeypatch.setattr(bc.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -9, "", "x"))
+    assert "error" in bc.train_isolated("thda_resnet34", "default", 224, 16, (1, 3), tmp_path)

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.preprocessing import StandardScaler
 
 from her2mri.radiomics.evaluate import build_pipeline, evaluate_signature
 from her2mri.radiomics.models import RadScoreClassifier, make_model
@@ -122,3 +123,41 @@ def test_evaluate_signature_outputs() -> None:
     )
     assert list(res.val.columns) == ["pid", "label", "prob"] and len(res.test) == 20
     assert res.metrics["val/auroc_patient"] > 0.7 and "f0" in res.selected_features
+
+
+def test_inner_selection_reuse_fits_the_selection_once_per_outer_fold() -> None:
+    from her2mri.radiomics.evaluate import with_grid_search
+    from her2mri.radiomics.persist import fitted_pipeline, linear_formula
+
+    rng = np.random.default_rng(4)
+    n = 60
+    y = rng.permutation(np.r_[np.zeros(30, int), np.ones(30, int)])
+    X = pd.DataFrame(rng.normal(size=(n, 10)), index=[f"p{i}" for i in range(n)]).add_prefix("f")
+    X["f0"] += 1.5 * y
+    fits: list[int] = []
+
+    class Counting(LassoSelector):
+        def fit(self, X, y):  # noqa: ANN001, ANN201
+            fits.append(len(X))
+            return super().fit(X, y)
+
+    grid = {"model__C": [0.1, 1.0, 10.0]}
+    results = {}
+    for mode in ("refit", "reuse"):
+        fits.clear()
+        pipe = build_pipeline([("zscore", StandardScaler()), ("lasso", Counting(cv=3))], make_model("lr"))
+        res = evaluate_signature(
+            "t", pipe, grid, X.iloc[:40], y[:40], X.iloc[40:], y[40:], outer_folds=3, inner_folds=2,
+            inner_selection=mode,
+        )  # fmt: skip
+        results[mode] = (res, list(fits))
+    # refit: 3 candidates x 2 inner folds + 1 refit per outer fold and for the final fit; reuse: 1 each
+    assert len(results["refit"][1]) == 4 * (3 * 2 + 1)
+    assert len(results["reuse"][1]) == 4 and sorted(results["reuse"][1]) == [26, 27, 27, 40]
+    res = results["reuse"][0]
+    assert res.metrics["val/auroc_patient"] > 0.7 and "f0" in res.selected_features
+    # the saved pipeline has the tuned model as its last step, so the Rad-score formula is written
+    assert type(fitted_pipeline(res.estimator)[-1]).__name__ == "LogisticRegression"
+    assert linear_formula(res.estimator)["features"] == res.selected_features
+    with pytest.raises(ValueError, match="inner_selection"):
+        with_grid_search(pipe, grid, y, 2, 0, inner_selection="outer")

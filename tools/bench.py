@@ -826,6 +826,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "cpu_steps", None):
         p["cpu_steps"] = tuple(args.cpu_steps)
     p["cpu_eval"] = not getattr(args, "cpu_no_eval", False)
+    p["cpu_isolate"] = not getattr(args, "cpu_in_process", False)
     for key in ("cohort_repeats", "cohort_patients"):
         if getattr(args, key, None):
             p[key] = int(getattr(args, key))
@@ -890,7 +891,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-models", nargs="+", metavar="NAME", help="cpu section: models (default both)")
     ap.add_argument(
         "--cpu-options", nargs="+", metavar="NAME",
-        help="cpu section: training options (default all: default channels_last compile threads=2)",
+        help="cpu section: training options (default all: default channels_first channels_last compile"
+        " threads=2)",
     )  # fmt: skip
     ap.add_argument("--cpu-no-eval", action="store_true", help="cpu section: skip the evaluation variants")
     ap.add_argument("--cohort-repeats", type=int, help="cohort section: runs per worker count (default 2)")
@@ -901,6 +903,12 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     ap.add_argument("--growth-child", nargs=3, metavar=("ROOT", "CSV", "CACHE"), help=argparse.SUPPRESS)
     ap.add_argument("--cohort-child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--cpu-train-child", nargs=7, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--cpu-in-process", action="store_true",
+        help="cpu section: run every training option in this process (default: each in its own subprocess,"
+        " with its peak RSS; a killed option is retried at half the batch)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
     want = str(args.threads)
     if any(os.environ.get(v) != want for v in THREAD_VARS):
@@ -912,6 +920,11 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(sys.executable, [sys.executable, str(Path(__file__).resolve()), *(argv or sys.argv[1:])])
     if args.growth_child:
         growth_child(*args.growth_child)
+        return 0
+    if args.cpu_train_child:
+        name, oname, size, batch, warmup, n_meas, out = args.cpu_train_child
+        with quiet():
+            bench_cpu().train_child(name, oname, int(size), int(batch), int(warmup), int(n_meas), out)
         return 0
     if args.cohort_child:
         root, csv, cache, workers, size = args.cohort_child

@@ -37,9 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RGB_INDEX = ROOT.parent / "shared" / "data" / "real" / "fedsubtype_ispy_rgb" / "subset_index.csv"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: training options: HER2Classifier keyword arguments plus ``threads`` (torch intra-op threads)
+#: training options: HER2Classifier keyword arguments plus ``threads`` (torch intra-op threads), each on top
+#: of her2mri's module defaults (her2mri/conf/module/default.yaml: ``channels_last: auto`` = NHWC on the CPU)
 TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
     "default": {},
+    "channels_first": {"channels_last": False},
     "channels_last": {"channels_last": True},
     "compile": {"compile": True},
     "threads=2": {"threads": 2},
@@ -48,10 +50,19 @@ TRAIN_OPTIONS: dict[str, dict[str, Any]] = {
 EVAL_VARIANTS: dict[str, dict[str, Any]] = {
     "no_grad": {"mode": "no_grad"},
     "default": {"mode": "inference_mode"},
+    "channels_first": {"mode": "inference_mode", "channels_last": False},
     "channels_last": {"mode": "inference_mode", "channels_last": True},
     "compile": {"mode": "inference_mode", "compile": True},
     "threads=2": {"mode": "inference_mode", "threads": 2},
 }
+
+
+def module_defaults() -> dict[str, Any]:
+    """``channels_last`` and ``compile`` of her2mri's module config (her2mri/conf/module/default.yaml)."""
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "her2mri" / "conf" / "module" / "default.yaml")
+    return {"channels_last": cfg.get("channels_last", False), "compile": bool(cfg.get("compile", False))}
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -111,12 +122,12 @@ def real_rgb_batches(
 
 # ---------------------------------------------------------------------------------------------- helpers
 def make_module(name: str, option: dict[str, Any]) -> Any:
-    """A ``HER2Classifier`` of ``name`` (random weights, seed 0) with the option's module settings."""
+    """A ``HER2Classifier`` of ``name`` (random weights, seed 0): her2mri's module defaults + the option."""
     import torch
 
     from her2mri.training.module import HER2Classifier
 
-    kw = {k: v for k, v in option.items() if k in ("channels_last", "compile")}
+    kw = {**module_defaults(), **{k: v for k, v in option.items() if k in ("channels_last", "compile")}}
     torch.manual_seed(0)
     return HER2Classifier({"name": name, "pretrained": False}, class_weights=None, **kw)
 
@@ -257,19 +268,104 @@ def eval_variants(name: str, batch: dict[str, Any], reps: int) -> dict[str, Any]
     return rows
 
 
-def section_cpu(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
-    """Training and evaluation speed options on the CPU (see the module docstring)."""
+def train_option(
+    bench: Any, name: str, oname: str, size: int, batch: int, steps: tuple[int, int], work: Path
+) -> dict[str, Any]:
+    """One training option of ``name`` paired step by step with a plain torch loop (this process).
+
+    Returns:
+        samples/s of both loops, their median ratio and the per-step ratios, the same-results check and this
+        process's peak RSS (MiB, ``getrusage``: the largest resident size the process ever had).
+    """
+    import resource
+
     import torch
 
     from her2mri.models import create_model
 
+    if oname not in TRAIN_OPTIONS:
+        raise ValueError(f"cpu option {oname!r} is not valid. Valid: {', '.join(TRAIN_OPTIONS)}")
+    warmup, n_meas = steps
+    opt = TRAIN_OPTIONS[oname]
+    batches = real_rgb_batches(name, size, 4, batch)
+    module = make_module(name, opt)
+    torch.manual_seed(0)
+    plain = create_model(name, pretrained=False)
+    check = None
+    if not opt.get("compile"):
+        ref = create_model(name, pretrained=False)
+        ref.load_state_dict(module.model.state_dict())
+        check = grad_check(module, ref, batches[0], opt.get("threads"))
+        del ref
+    w = warmup + (1 if opt.get("compile") else 0)  # the first compiled step compiles
+    t0 = time.perf_counter()
+    pairs = paired_fit(bench, module, plain, batches, w + n_meas, opt.get("threads"), work / "pl")
+    fit_s = time.perf_counter() - t0
+    meas = pairs[w:]
+    ratios = [pl / li for pl, li in meas]
+    return {
+        "batch": batch,
+        "plain_samples_per_s": batch / bench.median([pl for pl, _ in meas]),
+        "her2mri_samples_per_s": batch / bench.median([li for _, li in meas]),
+        "ratio_her2mri_vs_plain": bench.median(ratios),
+        "ratios": ratios,
+        "warmup_steps": w,
+        "first_step_s": pairs[0][1],
+        "fit_wall_s": fit_s,
+        "same_results": check,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "loadavg": os.getloadavg(),
+    }
+
+
+def train_child(name: str, oname: str, size: int, batch: int, warmup: int, n_meas: int, out: str) -> None:
+    """Entry point of ``tools/bench.py --cpu-train-child``: one option in a fresh process, JSON to ``out``."""
+    import importlib
+
+    bench = importlib.import_module("bench")
+    res = train_option(bench, name, oname, size, batch, (warmup, n_meas), Path(out).parent)
+    Path(out).write_text(json.dumps(res, default=float))
+
+
+def train_isolated(name: str, oname: str, size: int, batch: int, steps: tuple[int, int], work: Path) -> dict:
+    """:func:`train_option` in its own subprocess (its memory is returned when it ends).
+
+    When the process is killed or fails at ``batch`` (the out-of-memory killer on a shared machine), the
+    option is run again at half the batch, with a printed note; the result says which batch it ran at.
+    """
+    b, reason = batch, ""
+    while True:
+        out = work / f"train_{name}_{oname}_b{b}.json"
+        cmd = [sys.executable, str(ROOT / "tools" / "bench.py"), "--cpu-train-child"]
+        cmd += [name, oname, str(size), str(b), str(steps[0]), str(steps[1]), str(out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode == 0 and out.is_file():
+            res = json.loads(out.read_text())
+            if b != batch:
+                res["note"] = f"batch {batch} did not complete ({reason}); measured at batch {b}"
+            return res
+        killed = " (killed: out of memory?)" if proc.returncode < 0 else ""
+        reason = f"exit status {proc.returncode}{killed}"
+        if b <= 2:
+            return {"batch": b, "error": f"{reason}: {proc.stderr[-800:]}"}
+        print(f"  NOTE cpu train {name} {oname}: batch {b} {reason}; retrying at batch {b // 2}", flush=True)
+        b //= 2
+
+
+def section_cpu(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
+    """Training and evaluation speed options on the CPU (see the module docstring)."""
+    import torch
+
     size, batch = p["cpu_size"], bench.BATCH
-    warmup, n_meas = p["cpu_steps"]
+    steps = tuple(p["cpu_steps"])
+    isolate = bool(p.get("cpu_isolate", True))
     out: dict[str, Any] = {"image_size": size, "batch": batch, "threads_default": torch.get_num_threads()}
+    out["module_defaults"] = module_defaults()
     out["models"] = {}
     for name in p["cpu_models"]:
-        batches = real_rgb_batches(name, size, 4, batch)
-        evals = eval_variants(name, batches[0], p["cpu_eval_reps"]) if p.get("cpu_eval", True) else {}
+        evals: dict[str, Any] = {}
+        if p.get("cpu_eval", True):
+            evals = eval_variants(name, real_rgb_batches(name, size, 1, batch)[0], p["cpu_eval_reps"])
         res: dict[str, Any] = {"eval": evals, "train": {}}
         for vname, r in res["eval"].items():
             print(
@@ -284,43 +380,26 @@ def section_cpu(bench: Any, work: Path, p: dict[str, Any]) -> dict[str, Any]:
         for oname in options:
             if oname not in TRAIN_OPTIONS:
                 raise ValueError(f"cpu option {oname!r} is not valid. Valid: {', '.join(TRAIN_OPTIONS)}")
-            opt = TRAIN_OPTIONS[oname]
-            module = make_module(name, opt)
-            torch.manual_seed(0)
-            plain = create_model(name, pretrained=False)
-            check = None
-            if not opt.get("compile"):
-                ref = create_model(name, pretrained=False)
-                ref.load_state_dict(module.model.state_dict())
-                check = grad_check(module, ref, batches[0], opt.get("threads"))
-                del ref
-            w = warmup + (1 if opt.get("compile") else 0)  # the first compiled step compiles
-            t0 = time.perf_counter()
-            pairs = paired_fit(bench, module, plain, batches, w + n_meas, opt.get("threads"), work / "pl")
-            fit_s = time.perf_counter() - t0
-            meas = pairs[w:]
-            ratios = [pl / li for pl, li in meas]
-            res["train"][oname] = {
-                "plain_samples_per_s": batch / bench.median([pl for pl, _ in meas]),
-                "her2mri_samples_per_s": batch / bench.median([li for _, li in meas]),
-                "ratio_her2mri_vs_plain": bench.median(ratios),
-                "ratios": ratios,
-                "warmup_steps": w,
-                "first_step_s": pairs[0][1],
-                "fit_wall_s": fit_s,
-                "same_results": check,
-            }
+            if isolate:
+                r = train_isolated(name, oname, size, batch, steps, work)
+            else:
+                r = train_option(bench, name, oname, size, batch, steps, work)
+            res["train"][oname] = r
+            if "error" in r:
+                print(f"  cpu train {name} {oname}: FAILED {r['error'][:300]}", flush=True)
+                continue
             print(
-                f"  cpu train {name} {oname}: her2mri {res['train'][oname]['her2mri_samples_per_s']:.2f} "
-                f"plain {res['train'][oname]['plain_samples_per_s']:.2f} samples/s, "
-                f"her2mri/plain {bench.median(ratios):.3f} "
-                f"{[round(r, 2) for r in ratios]} check {check}",
+                f"  cpu train {name} {oname} (batch {r['batch']}): her2mri {r['her2mri_samples_per_s']:.2f} "
+                f"plain {r['plain_samples_per_s']:.2f} samples/s, "
+                f"her2mri/plain {r['ratio_her2mri_vs_plain']:.3f} "
+                f"{[round(x, 2) for x in r['ratios']]} check {r['same_results']} "
+                f"peak RSS {r['peak_rss_mb']:.0f} MiB, load {r['loadavg'][0]:.1f}",
                 flush=True,
             )
-            del module, plain
-        d = res["train"]["default"]["ratio_her2mri_vs_plain"]
+        d = res["train"].get("default", {}).get("ratio_her2mri_vs_plain")
         for r in res["train"].values():
-            r["speedup_vs_default"] = r["ratio_her2mri_vs_plain"] / d
+            if d and "ratio_her2mri_vs_plain" in r and r["batch"] == res["train"]["default"]["batch"]:
+                r["speedup_vs_default"] = r["ratio_her2mri_vs_plain"] / d
         out["models"][name] = res
     return out
 
@@ -329,22 +408,30 @@ def cpu_rows(r: dict[str, Any]) -> list[tuple[str, float, str]]:
     """(measure, value, format) rows of the printed table for the ``cpu`` section."""
     rows: list[tuple[str, float, str]] = []
     for name, res in r["models"].items():
-        tag = f"cpu: {name} {r['image_size']}px b{r['batch']}"
-        tr = res["train"]
-        rows.append((f"{tag} train plain loop, samples/s", tr["default"]["plain_samples_per_s"], ".2f"))
+        tag = f"cpu: {name} {r['image_size']}px"
+        tr = {k: v for k, v in res["train"].items() if "error" not in v}
+        if "default" in tr:
+            b = tr["default"]["batch"]
+            rows.append(
+                (f"{tag} b{b} train plain loop, samples/s", tr["default"]["plain_samples_per_s"], ".2f")
+            )
         for oname, row in tr.items():
-            rows.append((f"{tag} train her2mri {oname}, samples/s", row["her2mri_samples_per_s"], ".2f"))
-            rows.append((f"{tag} train her2mri {oname} / plain (x)", row["ratio_her2mri_vs_plain"], ".3f"))
-            if oname != "default":
-                rows.append((f"{tag} train {oname} / default (x)", row["speedup_vs_default"], ".3f"))
+            t = f"{tag} b{row['batch']} train"
+            rows.append((f"{t} her2mri {oname}, samples/s", row["her2mri_samples_per_s"], ".2f"))
+            rows.append((f"{t} her2mri {oname} / plain (x)", row["ratio_her2mri_vs_plain"], ".3f"))
+            if oname != "default" and "speedup_vs_default" in row:
+                rows.append((f"{t} {oname} / default (x)", row["speedup_vs_default"], ".3f"))
             chk = row.get("same_results")
             if chk:
-                rows.append((f"{tag} train {oname} grad rel. diff", chk["grad_rel_max_diff"], ".1e"))
+                rows.append((f"{t} {oname} grad rel. diff", chk["grad_rel_max_diff"], ".1e"))
+            if "peak_rss_mb" in row:
+                rows.append((f"{t} {oname} peak RSS, MiB", row["peak_rss_mb"], ".0f"))
+        e = f"{tag} b{r['batch']} eval"
         for vname, row in res["eval"].items():
-            rows.append((f"{tag} eval {vname}, samples/s", row["samples_per_s"], ".2f"))
+            rows.append((f"{e} {vname}, samples/s", row["samples_per_s"], ".2f"))
             if vname != "default":
-                rows.append((f"{tag} eval {vname} / default (x)", row["speedup_vs_default"], ".3f"))
-                rows.append((f"{tag} eval {vname} max |delta p|", row["max_abs_prob_diff"], ".1e"))
+                rows.append((f"{e} {vname} / default (x)", row["speedup_vs_default"], ".3f"))
+                rows.append((f"{e} {vname} max |delta p|", row["max_abs_prob_diff"], ".1e"))
     return rows
 
 

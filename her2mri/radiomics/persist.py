@@ -60,11 +60,17 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def fitted_pipeline(estimator: BaseEstimator) -> BaseEstimator:
     """The fitted pipeline of an estimator (``best_estimator_`` of a grid search), without its cache.
 
+    When the model step itself is a fitted grid search (``cv.inner_selection: reuse``) it is replaced by its
+    best estimator, so the saved pipeline is the same kind of object in both modes.
+
     The selection cache of an experiment lives in a temporary folder; the saved pipeline must not point to it.
     """
     est = getattr(estimator, "best_estimator_", estimator)
     if isinstance(est, Pipeline):
         est.memory = None
+        last = est.steps[-1][1]
+        if hasattr(last, "best_estimator_"):  # cv.inner_selection=reuse: the model step is a grid search
+            est = Pipeline([*est.steps[:-1], (est.steps[-1][0], last.best_estimator_)])
     return est
 
 

@@ -266,6 +266,7 @@ def run_experiment(
                 inner_folds=inner,
                 seed=seed,
                 progress=progress,
+                inner_selection=str(_cfg(cv, "inner_selection", "refit")),
             )
             write_run(res, out / name, {"experiment": cfg.get("name"), "signature": dict(sig)})
             results[name] = res
