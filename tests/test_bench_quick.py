@@ -174,6 +174,15 @@ def test_cpu_train_isolated_halves_the_batch_when_killed(monkeypatch, tmp_path):
     res = bc.train_isolated("thda_resnet34", "default", 224, 16, (1, 3), tmp_path)
     assert calls == [16, 8, 4] and res["batch"] == 4
     assert "batch 16 did not complete" in res["note"] and "killed" in res["note"]
+    # an error that is not about memory is reported at once, without halving the batch
+    calls.clear()
+    monkeypatch.setattr(
+        bc.subprocess,
+        "run",
+        lambda cmd, **kw: calls.append(1) or subprocess.CompletedProcess(cmd, 1, "", "OSError"),
+    )
+    res = bc.train_isolated("thda_resnet34", "default", 224, 16, (1, 3), tmp_path)
+    assert calls == [1] and res["batch"] == 16 and "OSError" in res["error"]
     # every batch down to 2 killed: an error result, not an exception
     monkeypatch.setattr(bc.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -9, "", "x"))
     assert "error" in bc.train_isolated("thda_resnet34", "default", 224, 16, (1, 3), tmp_path)

@@ -330,8 +330,9 @@ def train_child(name: str, oname: str, size: int, batch: int, warmup: int, n_mea
 def train_isolated(name: str, oname: str, size: int, batch: int, steps: tuple[int, int], work: Path) -> dict:
     """:func:`train_option` in its own subprocess (its memory is returned when it ends).
 
-    When the process is killed or fails at ``batch`` (the out-of-memory killer on a shared machine), the
-    option is run again at half the batch, with a printed note; the result says which batch it ran at.
+    When the process is killed by a signal (the out-of-memory killer on a shared machine) or runs out of
+    memory at ``batch``, the option is run again at half the batch, with a printed note; the result says which
+    batch it ran at. Any other failure is returned as ``{"error": ...}``.
     """
     b, reason = batch, ""
     while True:
@@ -344,9 +345,9 @@ def train_isolated(name: str, oname: str, size: int, batch: int, steps: tuple[in
             if b != batch:
                 res["note"] = f"batch {batch} did not complete ({reason}); measured at batch {b}"
             return res
-        killed = " (killed: out of memory?)" if proc.returncode < 0 else ""
-        reason = f"exit status {proc.returncode}{killed}"
-        if b <= 2:
+        oom = proc.returncode < 0 or "MemoryError" in proc.stderr or "DefaultCPUAllocator" in proc.stderr
+        reason = f"exit status {proc.returncode}" + (" (killed or out of memory)" if oom else "")
+        if not oom or b <= 2:  # another error: halving the batch would not help
             return {"batch": b, "error": f"{reason}: {proc.stderr[-800:]}"}
         print(f"  NOTE cpu train {name} {oname}: batch {b} {reason}; retrying at batch {b // 2}", flush=True)
         b //= 2
