@@ -186,3 +186,26 @@ def test_cpu_train_isolated_halves_the_batch_when_killed(monkeypatch, tmp_path):
     # every batch down to 2 killed: an error result, not an exception
     monkeypatch.setattr(bc.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, -9, "", "x"))
     assert "error" in bc.train_isolated("thda_resnet34", "default", 224, 16, (1, 3), tmp_path)
+
+
+def test_bench_radiomics_growth_is_computed_per_stage():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        br = importlib.import_module("bench_radiomics")
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+
+    def rec(n, ex, sel):
+        return {
+            "experiment": "uran", "n": n, "status": "ok", "wall_s": 3 * (ex + sel), "cpu_s": ex + sel,
+            "extraction_s_per_case": 3 * ex / n, "stage_cpu_s": {"extraction": ex, "signature:uran": sel},
+            "loadavg": (2.0, 3.5),
+        }  # fmt: skip
+
+    records = [rec(30, 9.0, 20.0), rec(120, 36.0, 100.0), {"experiment": "hu2025", "n": 120, "status": "x"}]
+    (line,) = br.growth_lines(records)
+    assert "30 -> 120 patients (linear: 4x)" in line
+    assert "extraction 4.00x (1.00 of linear)" in line and "uran 5.00x (1.25 of linear)" in line
+    assert "total 4.69x" in line
+    row = br.table_row(records[0])
+    assert row.startswith("| uran | 30 | 2.0-3.5 | 87 | 29 | 0.30 (0.90) |") and "uran 69 %" in row

@@ -5,9 +5,11 @@
 with her2mri/conf/pyradiomics/mri_3d.yaml and mri_3d_wavelet.yaml.
 
 ``--mode experiments``: every ``radiomics_experiment`` (or those named) on synthetic cohorts of each size in
-``--n``, each in its own ``her2mri-radiomics`` process with a fresh cache (so extraction is timed) and a
-time limit; prints a markdown table (wall and CPU time, extraction per case, share of time per stage, the
-out-of-fold AUC of each signature) and writes ``bench_radiomics.json`` in ``--out``. A run that hits the
+``--n`` (an experiment's sizes one after the other), each in its own ``her2mri-radiomics`` process with a
+fresh cache (so extraction is timed) and a time limit; prints a markdown table (load average, wall and CPU
+time, extraction per case, share of time per stage), the CPU-time growth of every stage from the smallest to
+the largest cohort beside linear, the out-of-fold AUC of each signature, and writes ``bench_radiomics.json``
+in ``--out``. A run that hits the
 limit is reported as such. CPU time is the main process's (``n_jobs=1``): on a shared machine it is the
 steadier figure.
 
@@ -69,14 +71,17 @@ def run_experiment_timed(exp: str, n: int, out: Path, timeout: float, extra: lis
         "extraction.progress=false",
         *extra,
     ]
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return {"experiment": exp, "n": n, "status": f"timeout > {timeout:.0f} s"}
+        load = (load0, os.getloadavg()[0])
+        return {"experiment": exp, "n": n, "status": f"timeout > {timeout:.0f} s", "loadavg": load}
     wall = time.perf_counter() - t0
+    load = (load0, os.getloadavg()[0])
     if proc.returncode != 0:
-        return {"experiment": exp, "n": n, "status": "failed", "stderr": proc.stderr[-2000:]}
+        return {"experiment": exp, "n": n, "status": "failed", "stderr": proc.stderr[-2000:], "loadavg": load}
     info = json.loads((run / "experiment.json").read_text())
     summary = [json.loads((run / name / "metrics.json").read_text()) for name in _signatures(run)]
     return {
@@ -90,6 +95,8 @@ def run_experiment_timed(exp: str, n: int, out: Path, timeout: float, extra: lis
         "stage_s": info.get("stage_s", {}),
         "stage_cpu_s": info.get("stage_cpu_s", {}),
         "oof_auc": {m["signature"]: m["metrics"].get("val/auroc_patient") for m in summary},
+        "n_train": info.get("n_train"),
+        "loadavg": load,
     }
 
 
@@ -108,21 +115,56 @@ def _stage_shares(rec: dict) -> str:
 
 
 TABLE_HEAD = (
-    "| experiment | patients | wall s | CPU s | extraction CPU s/case (wall s/case) "
-    "| share of CPU time per stage |\n"
-    "|---|---|---|---|---|---|"
+    "| experiment | patients | load average (start-end) | wall s | CPU s "
+    "| extraction CPU s/case (wall s/case) | share of CPU time per stage |\n"
+    "|---|---|---|---|---|---|---|"
 )
+
+
+def _load(rec: dict) -> str:
+    la = rec.get("loadavg")
+    return f"{la[0]:.1f}-{la[1]:.1f}" if la else ""
 
 
 def table_row(rec: dict) -> str:
     """One markdown row of a timing record."""
     if rec["status"] != "ok":
-        return f"| {rec['experiment']} | {rec['n']} | {rec['status']} | | | |"
+        return f"| {rec['experiment']} | {rec['n']} | {_load(rec)} | {rec['status']} | | | |"
     ex_cpu = (rec.get("stage_cpu_s") or {}).get("extraction", float("nan")) / rec["n"]
     return (
-        f"| {rec['experiment']} | {rec['n']} | {rec['wall_s']:.0f} | {rec['cpu_s']:.0f} | "
+        f"| {rec['experiment']} | {rec['n']} | {_load(rec)} | {rec['wall_s']:.0f} | {rec['cpu_s']:.0f} | "
         f"{ex_cpu:.2f} ({rec['extraction_s_per_case']:.2f}) | {_stage_shares(rec)} |"
     )
+
+
+def growth_lines(records: list[dict]) -> list[str]:
+    """Per experiment, the CPU-time growth of each stage between the smallest and the largest cohort.
+
+    The folds and grids are fixed, so "linear in patients x folds" means a growth of at most
+    ``n_large / n_small``; each stage's factor is printed with its ratio to linear (<= 1: not faster).
+    """
+    out = []
+    by_exp: dict[str, list[dict]] = {}
+    for rec in records:
+        if rec["status"] == "ok":
+            by_exp.setdefault(rec["experiment"], []).append(rec)
+    for exp, recs in by_exp.items():
+        if len(recs) < 2:
+            continue
+        small, large = min(recs, key=lambda r: r["n"]), max(recs, key=lambda r: r["n"])
+        linear = large["n"] / small["n"]
+        parts = [f"total {large['cpu_s'] / small['cpu_s']:.2f}x"]
+        for stage, c_small in (small.get("stage_cpu_s") or {}).items():
+            c_large = (large.get("stage_cpu_s") or {}).get(stage)
+            if c_large is None or c_small <= 0:
+                continue
+            g = c_large / c_small
+            parts.append(f"{stage.removeprefix('signature:')} {g:.2f}x ({g / linear:.2f} of linear)")
+        out.append(
+            f"{exp} CPU growth {small['n']} -> {large['n']} patients (linear: {linear:.0f}x): "
+            + ", ".join(parts)
+        )
+    return out
 
 
 def experiments_main(args: argparse.Namespace) -> None:
@@ -137,12 +179,14 @@ def experiments_main(args: argparse.Namespace) -> None:
             print(table_row(rec))
     else:
         print(TABLE_HEAD, flush=True)
-        for n in args.n:
-            for exp in args.experiments:
+        for exp in args.experiments:  # each experiment's sizes one after the other: similar load
+            for n in args.n:
                 rec = run_experiment_timed(exp, n, out, args.timeout, args.extra)
                 records.append(rec)
                 (out / "bench_radiomics.json").write_text(json.dumps(records, indent=2))
                 print(table_row(rec), flush=True)
+    for line in growth_lines(records):
+        print(line)
     for rec in records:
         if rec["status"] == "ok":
             aucs = ", ".join(f"{k} {v:.3f}" for k, v in rec["oof_auc"].items() if v is not None)
