@@ -12,6 +12,7 @@ from pathlib import Path
 import _golden_preprocess as golden
 import numpy as np
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +154,85 @@ def test_transform_errors_are_raised_as_they_are() -> None:
         preprocess_case(phases, np.zeros((4, 16, 16), np.uint8), (1, 1, 1), PreprocessConfig(), case_id="c9")
     with pytest.raises(ValueError, match="spacing="):
         preprocess_case(phases, None, (0, 1, 1), PreprocessConfig())
+
+
+# ------------------------------------------------------------------------------------ augmentation (MONAI)
+def _pattern(h: int = 32) -> torch.Tensor:
+    """An asymmetric L-shaped pattern (flips and rotations all change it)."""
+    p = torch.zeros(h, h)
+    p[6:26, 8:13] = 1.0
+    p[21:26, 8:24] = 1.0
+    return p
+
+
+@pytest.mark.parametrize(
+    ("layout", "channel_dim"),
+    [((3, 3), -3), ((3,), -3), ((3, 5), -4)],  # adjacent/scales views, single view, volume / phase views
+)
+def test_one_draw_per_sample_for_every_view_phase_and_mask(layout, channel_dim) -> None:
+    """Each view/phase is the same pattern times its own factor; bilinear warping is linear, so every output
+    divided by its factor must be the same warped pattern, and the mask its nearest-neighbour twin."""
+    from her2mri.data.augment import dce_augmentation
+
+    pat = _pattern()
+    factors = torch.arange(1, int(np.prod(layout)) + 1, dtype=torch.float32).view(*layout, 1, 1)
+    factors = factors / factors.max()
+    image = factors * pat
+    aug = dce_augmentation(prob_hflip=0.5, prob_vflip=0.5, rotate_deg=30, scale_range=(0.8, 1.2),
+                           prob_affine=1.0, channel_dim=channel_dim).set_random_state(seed=11)  # fmt: skip
+    seen = []
+    for _ in range(6):
+        out = aug({"image": image.clone(), "mask": pat[None].clone()})
+        warped = (out["image"] / factors).reshape(-1, *pat.shape)
+        torch.testing.assert_close(warped, warped[:1].expand_as(warped), atol=1e-5, rtol=0)
+        support, mask = warped[0] > 0.5, out["mask"][0] > 0.5
+        assert float((support & mask).sum() / (support | mask).sum()) > 0.8
+        assert not torch.allclose(warped[0], pat)  # it did move
+        seen.append(warped[0])
+    assert not torch.allclose(seen[0], seen[1])  # a new draw per sample
+
+
+def _identical_items_dataset(n: int, augment):
+    from her2mri.data.dataset import SliceDataset
+    from her2mri.data.records import CaseRecord
+
+    img = (_pattern(16)[None].repeat(3, 1, 1) * 255).to(torch.uint8).numpy()[None]  # (1, 3, 16, 16)
+    recs = [CaseRecord(pid=f"p{i}", label=i % 2) for i in range(n)]
+    arrays = [{"images": img, "slice_idx": np.array([0], np.int32), "masks": img[:, 0] // 255} for _ in recs]
+    return SliceDataset(recs, arrays, augment, imagenet_norm=False, with_mask=True)
+
+
+def _epochs(loader, n_epochs: int) -> list[dict[str, torch.Tensor]]:
+    """Augmented image per pid, per epoch."""
+    return [{b["pid"][0]: b["image"][0] for b in loader} for _ in range(n_epochs)]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_workers_and_epochs_draw_differently_and_a_seed_reproduces(tmp_path: Path, num_workers: int) -> None:
+    """Identical items: any two equal outputs would be a repeated draw (rotation is continuous)."""
+    from monai.data import DataLoader
+
+    from her2mri.data.datamodule import DCEDataModule
+
+    def loader(seed: int):
+        aug = {"prob_affine": 1.0, "rotate_deg": 45.0}
+        dm = DCEDataModule(root=tmp_path, metadata_csv=tmp_path / "none.csv", seed=seed,
+                           num_workers=num_workers, augment_kwargs=aug)  # fmt: skip
+        ds = _identical_items_dataset(6, dm._make_augment())
+        out = dm._loader(ds, batch_size=1, train=True)
+        assert isinstance(out, DataLoader)
+        return out
+
+    first = _epochs(loader(0), 2)
+    outs = [x for epoch in first for x in epoch.values()]
+    assert len(outs) == 12
+    for i in range(len(outs)):
+        for j in range(i + 1, len(outs)):
+            assert not torch.allclose(outs[i], outs[j]), (i, j)  # no two workers / epochs repeat a draw
+    again = _epochs(loader(0), 2)
+    for e in range(2):
+        assert first[e].keys() == again[e].keys()
+        for pid in first[e]:
+            assert torch.equal(first[e][pid], again[e][pid])  # the seed reproduces every draw
+    other = _epochs(loader(1), 1)[0]
+    assert not all(torch.equal(other[p], first[0][p]) for p in other)

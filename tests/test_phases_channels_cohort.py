@@ -10,7 +10,7 @@ import pytest
 import torch
 from _helpers import compose_config, synthetic_overrides
 
-from her2mri.data.augment import RandDCEAugment
+from her2mri.data.augment import dce_augmentation
 from her2mri.data.build import preprocess_from_cfg, resolve_views
 from her2mri.data.channels import make_channels
 from her2mri.data.cohort_stats import cohort_bounds, fit_cohort_stats, sample_case
@@ -83,12 +83,13 @@ def test_views_resolution_for_phases_and_volume():
 
 
 def test_intensity_jitter_along_the_phase_axis():
-    aug = RandDCEAugment(prob_hflip=0, prob_affine=0, gamma_range=(2.0, 2.0), prob_intensity=1.0,
-                         intensity_mode="per_phase", channel_dim=-4).set_random_state(0)  # fmt: skip
+    aug = dce_augmentation(prob_hflip=0, prob_affine=0, gamma_range=(2.0, 2.0), prob_intensity=1.0,
+                           intensity_mode="per_phase", channel_dim=-4).set_random_state(0)  # fmt: skip
     x = torch.rand(3, 1, 8, 8)
-    assert torch.allclose(aug(x), x**2, atol=1e-6)
+    x[:, 0, 0, 0], x[:, 0, 0, 1] = 0.0, 1.0  # each phase spans [0, 1]: MONAI's gamma is then x ** gamma
+    assert torch.allclose(aug({"image": x})["image"], x**2, atol=1e-5)
     with pytest.raises(ValueError, match="channel_dim"):
-        RandDCEAugment(channel_dim=-2)
+        dce_augmentation(channel_dim=-2)
 
 
 # ---------------------------------------------------------------------------------------------- channels

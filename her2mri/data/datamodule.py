@@ -17,9 +17,9 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, WeightedRandomSampler, default_collate
 
-from her2mri.data.dataset import SliceDataset, seed_worker
+from her2mri.data.dataset import SliceDataset
 from her2mri.data.prepare import prepare_cohort
 from her2mri.data.preprocess_config import PreprocessConfig
 from her2mri.data.records import CaseRecord
@@ -61,8 +61,10 @@ class DCEDataModule(L.LightningDataModule):
         val_fraction: fraction of training patients carved out (stratified, seeded) for validation when the
             official split has no validation patients, and the validation share in generated k-fold files.
         balanced_sampling: draw training slices with a class-balanced ``WeightedRandomSampler``.
-        augment: apply :class:`~her2mri.data.augment.RandDCEAugmentd` to training items.
-        augment_kwargs: arguments of the augmentation (e.g. ``{"rotate_deg": 15}``).
+        augment: apply the MONAI augmentation of :func:`~her2mri.data.augment.dce_augmentation` to training
+            items (one draw per sample for every view, phase and the mask).
+        augment_kwargs: arguments of :func:`~her2mri.data.augment.dce_augmentation` (e.g.
+            ``{"rotate_deg": 15}``).
         imagenet_norm: ImageNet mean/std normalisation of the images (default True).
         seed: seed of splits carved here, the sampler, the shuffling and the augmentation.
         num_preprocess_workers: parallel processes for preprocessing cases not yet cached (0 = in process).
@@ -308,12 +310,10 @@ class DCEDataModule(L.LightningDataModule):
         return SliceDataset(recs, arrays, aug, self.imagenet_norm, with_mask, channel_dim=norm_dim)
 
     def _make_augment(self) -> Any:
-        from her2mri.data.augment import RandDCEAugmentd
+        from her2mri.data.augment import dce_augmentation
 
-        keys = ("image", "mask")
         kwargs = {"channel_dim": self.channel_dim, **self.augment_kwargs}
-        aug = RandDCEAugmentd(keys, mask_keys=("mask",), allow_missing_keys=True, **kwargs)
-        return aug.set_random_state(seed=self.seed)
+        return dce_augmentation(**kwargs).set_random_state(seed=self.seed)
 
     # --- datasets
     def _dataset(self, split: str) -> SliceDataset:
@@ -339,6 +339,14 @@ class DCEDataModule(L.LightningDataModule):
         return self._dataset("test")
 
     def _loader(self, ds: SliceDataset, batch_size: int, train: bool) -> DataLoader:
+        """A ``monai.data.DataLoader``: its ``worker_init_fn`` gives each worker's augmentation its own seed.
+
+        The seed of worker ``w`` in an epoch is PyTorch's ``base_seed + w`` (``base_seed`` drawn from the
+        loader's seeded generator each epoch), so workers and epochs draw differently and a seed reproduces
+        them; without workers the augmentation is seeded once from the same generator and runs on.
+        """
+        from monai.data import DataLoader as MonaiDataLoader
+
         gen = torch.Generator().manual_seed(self.seed)
         sampler = None
         if train and self.balanced_sampling:
@@ -346,7 +354,7 @@ class DCEDataModule(L.LightningDataModule):
             counts = {c: int((labels == c).sum()) for c in np.unique(labels)}
             weights = torch.as_tensor([1.0 / counts[y] for y in labels], dtype=torch.double)
             sampler = WeightedRandomSampler(weights, num_samples=len(ds), replacement=True, generator=gen)
-        return DataLoader(
+        return MonaiDataLoader(
             ds,
             batch_size=batch_size,
             shuffle=train and sampler is None,
@@ -355,8 +363,8 @@ class DCEDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             drop_last=train and self.drop_last,
-            worker_init_fn=seed_worker if self.num_workers > 0 else None,
             generator=gen,
+            collate_fn=default_collate,
         )
 
     def train_dataloader(self) -> DataLoader:

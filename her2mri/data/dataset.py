@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from her2mri.data.errors import DataError
+from her2mri.data.errors import DataError, apply_transform
 from her2mri.data.records import CaseRecord
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -35,8 +35,8 @@ class SliceDataset(Dataset):
     Args:
         records: the cases.
         arrays: per case, the preprocessed arrays (``images``, ``slice_idx``, optional ``masks``).
-        augment: a callable on ``{"image", "mask"}`` dicts with values in [0, 1] (e.g.
-            :class:`~her2mri.data.augment.RandDCEAugmentd`), or None.
+        augment: a callable on ``{"image", "mask"}`` dicts with values in [0, 1] (e.g. the MONAI ``Compose``
+            of :func:`~her2mri.data.augment.dce_augmentation`), or None.
         imagenet_norm: subtract the ImageNet mean and divide by its std per RGB channel.
         with_mask: include ``mask`` in items (every case must then have masks).
         channel_dim: axis of the RGB channels in an item's image for the ImageNet statistics: -3 (default:
@@ -98,9 +98,15 @@ class SliceDataset(Dataset):
         return UNKNOWN_LABEL if y is None else int(y)
 
     def reseed(self, seed: int) -> None:
-        """Re-seed the augmentation (called per DataLoader worker)."""
-        if self.augment is not None and hasattr(self.augment, "set_random_state"):
-            self.augment.set_random_state(seed=int(seed) % (2**32))
+        """Re-seed the augmentation's random transforms (MONAI's ``set_rnd``; per-epoch reseeding uses it).
+
+        DataLoader workers are seeded by MONAI's ``worker_init_fn`` (``monai.data.DataLoader``), which calls
+        ``set_rnd`` on the whole dataset with the worker's own seed.
+        """
+        if self.augment is not None:
+            from monai.data.utils import set_rnd
+
+            set_rnd(self.augment, int(seed))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         c, s = self.index[i]
@@ -110,7 +116,7 @@ class SliceDataset(Dataset):
         if self.with_mask:
             item["mask"] = torch.from_numpy(np.ascontiguousarray(self.masks[c][s])).float().unsqueeze(0)
         if self.augment is not None:
-            item = dict(self.augment(item))
+            item = dict(apply_transform(self.augment, item))
             item["image"] = torch.as_tensor(item["image"]).float()
             if "mask" in item:
                 item["mask"] = torch.as_tensor(item["mask"]).float()
@@ -124,10 +130,3 @@ class SliceDataset(Dataset):
         item["pid"] = self.records[c].pid
         item["slice_idx"] = torch.tensor(int(self.slice_idx[c][s]), dtype=torch.int64)
         return item
-
-
-def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: give each worker's augmentation its own seed (differs per epoch)."""
-    info = torch.utils.data.get_worker_info()
-    if info is not None and hasattr(info.dataset, "reseed"):
-        info.dataset.reseed(info.seed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 
 class DataError(ValueError):
     """Bad input data (not a bad argument).
@@ -17,3 +20,24 @@ class DataWarning(UserWarning):
 
     The message names the case and the problem; the affected output is set to zeros, never NaN.
     """
+
+
+def apply_transform(transform: Callable[[Any], Any], data: Any) -> Any:
+    """Call a MONAI transform and raise the error raised inside it as it is.
+
+    MONAI wraps any error of a transform in ``RuntimeError("applying transform ...")``; her2mri's
+    :class:`DataError` (naming the file or case) and ``ValueError`` (naming the option) are raised instead.
+    """
+    try:
+        return transform(data)
+    except RuntimeError as exc:
+        err: BaseException = exc
+        while (
+            isinstance(err, RuntimeError)
+            and str(err).startswith("applying transform")
+            and err.__cause__ is not None
+        ):
+            err = err.__cause__
+        if err is exc:
+            raise
+        raise err.with_traceback(err.__traceback__) from None

@@ -17,6 +17,7 @@ import numpy as np
 from monai.transforms import Compose
 
 from her2mri.data.dictionary import K, preprocess_transforms
+from her2mri.data.errors import apply_transform
 from her2mri.data.preprocess_config import PreprocessConfig
 
 
@@ -74,19 +75,7 @@ def run_preprocess(transform: Compose, data: dict[Hashable, Any]) -> Preprocesse
     original :class:`~her2mri.data.errors.DataError` (naming the file or case) or ``ValueError`` is raised
     instead.
     """
-    try:
-        d = transform(data)
-    except RuntimeError as exc:
-        err: BaseException = exc
-        while (
-            isinstance(err, RuntimeError)
-            and str(err).startswith("applying transform")
-            and err.__cause__ is not None
-        ):
-            err = err.__cause__
-        if err is exc:
-            raise
-        raise err.with_traceback(err.__traceback__) from None
+    d = apply_transform(transform, data)
     return PreprocessedCase(
         images=d[K.IMAGE],
         masks=d.get(K.MASK),
