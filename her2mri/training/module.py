@@ -5,9 +5,11 @@ hyper-parameters, never as an ``nn.Module``, so ``HER2Classifier.load_from_check
 notebook without Hydra. Optimizer and scheduler arrive from Hydra as ``_partial_`` callables; without them the
 module builds AdamW + cosine with linear warm-up from its own hyper-parameters.
 
-Validation and test predictions are kept per slice (on the device, no host sync per step), gathered from all
-DDP ranks at the end of the epoch, de-duplicated on ``(pid, slice_idx)``, aggregated per patient (median by
-default) and scored there; see :mod:`her2mri.training.aggregation`.
+Validation and test predictions are kept per slice (on the device, no host sync per step) in torchmetrics
+aggregation states (:class:`~her2mri.training.gathering.EvalOutputs`: ``CatMetric`` for ids, slice indices,
+labels and probabilities, ``MeanMetric`` for the loss), gathered from all DDP ranks by torchmetrics at the
+end of the epoch, de-duplicated on ``(pid, slice_idx)``, aggregated per patient (median by default) and scored
+there; see :mod:`her2mri.training.aggregation`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
@@ -33,6 +34,7 @@ from her2mri.training.aggregation import (
     aggregate_patients,
     collect_slices,
 )
+from her2mri.training.gathering import EvalOutputs
 from her2mri.training.losses import LOSSES, balanced_class_weights, build_loss
 from her2mri.training.metrics import binary_metrics, prefixed
 from her2mri.training.schedulers import cosine_with_warmup
@@ -222,10 +224,9 @@ class HER2Classifier(L.LightningModule):
         self.train_auroc = BinaryAUROC()
         self.val_auroc_best = MaxMetric()
         self.val_auroc_best.persistent(True)  # survives a resume from checkpoint
-        #: per-stage buffers of (pids, slice_idx, labels, probs) filled by the eval steps
-        self._buffers: dict[str, list[tuple[list[str], Tensor, Tensor, Tensor]]] = {}
-        #: per-stage (sum of batch loss x labelled slices, labelled slices), on the device
-        self._loss_sums: dict[str, Tensor] = {}
+        #: slice predictions and loss of the validation and test steps (torchmetrics states, gathered over
+        #: DDP ranks at the epoch end; non-persistent, so not in the checkpoint)
+        self.eval_outputs = nn.ModuleDict({"val": EvalOutputs(), "test": EvalOutputs()})
         #: last aggregated predictions per stage name: (slices, patients)
         self.predictions: dict[str, tuple[SlicePredictions, PatientPredictions]] = {}
         #: last computed epoch-end metrics per stage name
@@ -410,20 +411,22 @@ class HER2Classifier(L.LightningModule):
             prob = tta_probabilities(self, batch["image"], self.tta).mean(0)
         else:
             prob = torch.softmax(logits.float(), dim=-1)[:, 1]
+        outputs = self._outputs(stage)
         labelled = label >= 0  # label -1: unknown (external cohorts scored without labels)
         n_labelled = int(labelled.sum())  # one host sync per eval batch (never in training steps)
         if n_labelled:
-            # (loss x slices, slices) summed over the epoch; reduced over DDP ranks in _finish_stage
-            loss = self.loss_fn(logits[labelled].float(), label[labelled]).detach()
-            sums = self._loss_sums.setdefault(stage, torch.zeros(2, dtype=torch.float64, device=loss.device))
-            sums[0] += loss.double() * n_labelled
-            sums[1] += n_labelled
+            # slice-weighted mean over the epoch (MeanMetric, reduced over DDP ranks in _finish_stage)
+            outputs.update_loss(self.loss_fn(logits[labelled].float(), label[labelled]), n_labelled)
         pids = [str(p) for p in batch["pid"]]
         sidx = batch.get("slice_idx")
         if sidx is None:
             sidx = torch.zeros_like(label)
         sidx = torch.as_tensor(sidx, device=label.device).long().reshape(-1)
-        self._buffers.setdefault(stage, []).append((pids, sidx.detach(), label.detach(), prob.detach()))
+        outputs.update(pids, sidx, label, prob)
+
+    def _outputs(self, stage: str) -> EvalOutputs:
+        """The :class:`EvalOutputs` of a stage: ``val``, or ``test`` for any test stage name."""
+        return self.eval_outputs["val" if stage == "val" else "test"]  # type: ignore[return-value]
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         """Score one validation batch (kept per slice until the end of the epoch)."""
@@ -447,14 +450,12 @@ class HER2Classifier(L.LightningModule):
 
     # ------------------------------------------------------------------ epoch ends
     def on_validation_epoch_start(self) -> None:
-        """Clear the validation buffers."""
-        self._buffers.pop("val", None)
-        self._loss_sums.pop("val", None)
+        """Clear the validation outputs."""
+        self._outputs("val").reset()
 
     def on_test_epoch_start(self) -> None:
-        """Clear the test buffers."""
-        self._buffers.pop(self.test_stage_name, None)
-        self._loss_sums.pop(self.test_stage_name, None)
+        """Clear the test outputs."""
+        self._outputs(self.test_stage_name).reset()
 
     def on_validation_epoch_end(self) -> None:
         """Aggregate per patient, log ``val/*`` and the running best ``val/auroc_patient_best``."""
@@ -494,30 +495,13 @@ class HER2Classifier(L.LightningModule):
         """Aggregate per patient and log the test metrics."""
         self._finish_stage(self.test_stage_name)
 
-    def _log_epoch_loss(self, stage: str) -> None:
-        """Log ``{stage}/loss``: the slice-weighted mean of the batch losses over every DDP rank."""
-        sums = self._loss_sums.pop(stage, None)
-        if sums is None:
-            sums = torch.zeros(2, dtype=torch.float64, device=self.device)
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(sums)  # every rank calls this, with zeros when it saw no labelled slice
-        total, n = (float(v) for v in sums.cpu())
-        if n > 0:
-            self.log(f"{stage}/loss", total / n, sync_dist=False)
-
     def _finish_stage(self, stage: str) -> dict[str, float] | None:
-        self._log_epoch_loss(stage)
-        chunks = self._buffers.pop(stage, [])
-        pids: list[str] = [p for c in chunks for p in c[0]]
-        if chunks:
-            sidx = torch.cat([c[1] for c in chunks]).cpu().numpy()
-            labels = torch.cat([c[2] for c in chunks]).cpu().numpy()
-            probs = torch.cat([c[3] for c in chunks]).double().cpu().numpy()
-        else:
-            sidx = labels = np.zeros(0, dtype=np.int64)
-            probs = np.zeros(0, dtype=np.float64)
-        pids, sidx, labels, probs = _gather_across_ranks(pids, sidx, labels, probs)
+        outputs = self._outputs(stage)
+        # torchmetrics gathers every rank's states (each rank calls this); one process: the steps' values
+        pids, sidx, labels, probs, loss = outputs.compute()
+        outputs.reset()
+        if loss is not None:  # the slice-weighted mean of the batch losses over every DDP rank
+            self.log(f"{stage}/loss", loss, sync_dist=False)
         slices = collect_slices(pids, sidx, labels, probs)
         if len(slices) == 0:
             return None
@@ -605,29 +589,3 @@ def _train_labels(datamodule: Any) -> list[int] | None:
         return None
     labels = [int(v) for v in labels]
     return labels or None
-
-
-def _gather_across_ranks(
-    pids: list[str], sidx: np.ndarray, labels: np.ndarray, probs: np.ndarray
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Concatenate the per-slice predictions of every DDP rank (identity in a single process)."""
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return pids, sidx, labels, probs
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (pids, sidx.tolist(), labels.tolist(), probs.tolist()))
-    out_p: list[str] = []
-    out_s: list[int] = []
-    out_l: list[int] = []
-    out_q: list[float] = []
-    for p, s, lab, q in gathered:
-        out_p += p
-        out_s += s
-        out_l += lab
-        out_q += q
-    return (
-        out_p,
-        np.asarray(out_s, dtype=np.int64),
-        np.asarray(out_l, dtype=np.int64),
-        np.asarray(out_q, dtype=np.float64),
-    )
