@@ -236,3 +236,35 @@ def test_workers_and_epochs_draw_differently_and_a_seed_reproduces(tmp_path: Pat
             assert torch.equal(first[e][pid], again[e][pid])  # the seed reproduces every draw
     other = _epochs(loader(1), 1)[0]
     assert not all(torch.equal(other[p], first[0][p]) for p in other)
+
+
+def test_n4_step_of_the_compose_corrects_each_phase_through_its_cache(tmp_path: Path, monkeypatch) -> None:
+    """The wiring of ``N4BiasCorrectiond`` (N4 itself is tested in test_transforms_pipeline): a cheap
+    non-linear stand-in for SimpleITK's N4 keeps the test fast."""
+    import her2mri.data.n4 as n4_module
+    from her2mri.data.pipeline import preprocess_case
+    from her2mri.data.preprocess_config import PreprocessConfig
+
+    calls: list[tuple[float, ...]] = []
+
+    def fake_n4(volume, spacing, *args):  # noqa: ANN001, ANN002, ANN202
+        calls.append(tuple(spacing))
+        return np.sqrt(volume.astype(np.float32))
+
+    monkeypatch.setattr(n4_module, "n4_correct", fake_n4)
+    rng = np.random.default_rng(4)
+    x = np.arange(32)[None, None, :]
+    phases = np.stack([200 + 40 * x + rng.integers(0, 20, (6, 32, 32)) + 100 * k for k in range(3)])
+    phases = phases.astype(np.uint16)
+    mask = np.zeros((6, 32, 32), np.uint8)
+    mask[2:4, 12:20, 12:20] = 1
+    sp = (2.0, 0.8, 0.8)
+    cfg = {"crop_size": 24.0, "image_size": 16, "n_slices": 2}
+    out = preprocess_case(phases, mask, sp, PreprocessConfig(n4=True, **cfg), n4_cache_dir=tmp_path / "n4")
+    assert calls == [sp] * 3  # one correction per phase, with the case's spacing
+    ref = preprocess_case(np.sqrt(phases.astype(np.float32)), mask, sp, PreprocessConfig(**cfg))
+    plain = preprocess_case(phases, mask, sp, PreprocessConfig(**cfg))
+    np.testing.assert_array_equal(out.images, ref.images)
+    assert not np.array_equal(out.images, plain.images)  # the step did something
+    preprocess_case(phases, mask, sp, PreprocessConfig(n4=True, **cfg), n4_cache_dir=tmp_path / "n4")
+    assert len(calls) == 3  # the second run reads the N4 disk cache
