@@ -21,12 +21,11 @@ from her2mri.io_utils import atomic_write_text, clean_stale_temps
 from her2mri.training.checkpoint_io import (
     AtomicCheckpointIO,
     is_readable_checkpoint,
-    load_classifier,
     read_checkpoint,
     resolve_resume_checkpoint,
     strip_model_spec,
 )
-from her2mri.training.module import HER2Classifier
+from her2mri.training.module import HER2Classifier, load_classifier
 
 TINY = {"name": "vit_small", "img_size": 32, "depth": 1, "embed_dim": 32, "num_heads": 2, "pretrained": False}
 DATA_SPEC = {"preprocess": {"image_size": 32, "n_slices": 3}, "data": {"imagenet_norm": True}}

@@ -139,7 +139,7 @@ def test_hparams_yaml_holds_data_spec(trained):
 
 
 def test_checkpoints_load_safely_and_carry_data_spec(trained):
-    from her2mri.training.checkpoint_io import load_classifier
+    from her2mri.training.module import load_classifier
 
     run, _, _ = trained
     module = load_classifier(run / "checkpoints" / "last.ckpt")
@@ -219,7 +219,7 @@ def test_vit_at_another_image_size_fails_at_once(synthetic_cohort, tmp_path):
 
 
 def test_eval_accepts_an_export_folder(trained, synthetic_cohort, tmp_path):
-    from her2mri.training.checkpoint_io import export_classifier
+    from her2mri.training.export import export_classifier
 
     run, metrics, _ = trained
     ckpt = json.loads((run / "metrics.json").read_text())["ckpt_path"]

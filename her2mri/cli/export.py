@@ -3,7 +3,7 @@
 The folder holds ``model.safetensors`` (the weights; a format that cannot run code) and ``spec.json`` (model
 spec, hyper-parameters, preprocessing ``data_spec``, the checkpoint's ``her2mri`` metadata such as a locked
 threshold). ``her2mri-eval ckpt_path=OUT_DIR``, ``her2mri-predict`` and
-:func:`her2mri.training.checkpoint_io.load_classifier` accept it. Absolute paths (data root, metadata CSV,
+:func:`her2mri.training.module.load_classifier` accept it. Absolute paths (data root, metadata CSV,
 cache) are replaced by ``<redacted>`` unless ``--keep-paths`` is given: an export is made to be shared.
 """
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)
-    from her2mri.training.checkpoint_io import export_classifier
+    from her2mri.training.export import export_classifier
 
     try:
         out = export_classifier(args.ckpt, args.out_dir, redact=not args.keep_paths, overwrite=args.overwrite)

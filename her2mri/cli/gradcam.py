@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from her2mri.data.build import build_datamodule
-    from her2mri.training.checkpoint_io import load_classifier
+    from her2mri.training.module import load_classifier
     from her2mri.viz import save_gradcam_gallery
 
     module = load_classifier(ckpt, map_location="cpu")

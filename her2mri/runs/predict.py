@@ -251,7 +251,7 @@ def load_checkpoint(path: str | Path) -> Any:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"ckpt_path={str(path)!r} does not exist.")
-    from her2mri.training.checkpoint_io import load_classifier  # safe: .ckpt or a her2mri-export folder
+    from her2mri.training.module import load_classifier  # safe: .ckpt or a her2mri-export folder
 
     return load_classifier(path, map_location="cpu").eval()
 

@@ -71,7 +71,7 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
     Raises:
         FileNotFoundError: ``ckpt_path`` does not exist.
     """
-    from her2mri.training.checkpoint_io import load_classifier
+    from her2mri.training.module import load_classifier
     from her2mri.training.threshold import resolve_threshold
     from her2mri.training.tta import check_tta
 

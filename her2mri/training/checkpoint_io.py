@@ -1,4 +1,4 @@
-"""Safe and atomic checkpoints: write, read, resume, and load a ready classifier.
+"""Safe and atomic checkpoints: write, read, resume, export.
 
 Reading never runs code from a file: every load is ``torch.load(..., weights_only=True)`` with a short
 allow-list (:data:`SAFE_GLOBALS`), never a fallback to full unpickling. The model spec stored in a checkpoint
@@ -11,34 +11,31 @@ over the target (``os.replace``) and syncs the folder. A kill or a full disk dur
 previous checkpoint intact; the temporary file of a dead process is removed by :func:`clean_stale_temps`
 at the next start.
 
-:func:`load_classifier` is the one way to get a model for inference: it accepts a Lightning ``.ckpt`` written
-by ``her2mri-train`` or a folder written by ``her2mri-export`` (``model.safetensors`` + ``spec.json``).
+:func:`read_classifier` reads what a classifier is rebuilt from, from a Lightning ``.ckpt`` written by
+``her2mri-train`` or a folder written by ``her2mri-export`` (``model.safetensors`` + ``spec.json``);
+:func:`her2mri.training.module.load_classifier` builds the ready model from it. This module never imports
+:mod:`her2mri.training.module` (that one imports this one), so there is no import cycle between them.
 """
 
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import logging
-import os
 import pickle
 import warnings
 import zipfile
 from collections.abc import Mapping
-from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.data import AttributeDict
 
 from her2mri.data.errors import DataError
-from her2mri.io_utils import atomic_write, atomic_write_text, clean_stale_temps
+from her2mri.io_utils import atomic_write
 from her2mri.models.weights import SAFE_PLAIN_TYPES
-
-if TYPE_CHECKING:
-    from her2mri.training.module import HER2Classifier
 
 __all__ = [
     "EXPORT_FORMAT",
@@ -46,12 +43,13 @@ __all__ = [
     "EXPORT_WEIGHTS",
     "SAFE_GLOBALS",
     "AtomicCheckpointIO",
-    "export_classifier",
     "her2mri_metadata",
     "is_readable_checkpoint",
-    "load_classifier",
+    "classifier_hparams",
+    "load_weights",
+    "move_to",
+    "read_classifier",
     "read_checkpoint",
-    "redact_paths",
     "resolve_resume_checkpoint",
     "strip_model_spec",
 ]
@@ -246,31 +244,40 @@ def her2mri_metadata(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
     return dict(meta) if isinstance(meta, Mapping) else {}
 
 
-def _build_module(
-    hparams: Mapping[str, Any],
-    state: Mapping[str, torch.Tensor],
-    source: Path,
-    strict: bool,
-    **overrides: Any,
-) -> HER2Classifier:
-    from her2mri.training.module import HER2Classifier
+def classifier_hparams(
+    hparams: Mapping[str, Any], source: Path, known: set[str], **overrides: Any
+) -> dict[str, Any]:
+    """The constructor arguments of a classifier from stored hyper-parameters (copied, never changed).
 
+    ``overrides`` replace stored values; the model spec loses ``pretrained``/``weights_path``
+    (:func:`strip_model_spec`); stored keys this version does not know (not in ``known``) are dropped with a
+    warning naming them.
+
+    Raises:
+        DataError: the hyper-parameters have no model spec (the message names ``source``).
+    """
     hp = {k: copy.deepcopy(v) for k, v in hparams.items()}
     if not isinstance(hp.get("model"), Mapping) and not isinstance(hp.get("model"), str):
         raise DataError(f"{source}: the stored hyper-parameters have no model spec (keys: {sorted(hp)})")
     hp.update(overrides)
     spec = hp.get("model")
     hp["model"] = strip_model_spec(spec if isinstance(spec, Mapping) else {"name": spec})
-    known = set(inspect.signature(HER2Classifier.__init__).parameters) - {"self"}
     unknown = sorted(k for k in hp if k not in known)
     if unknown:
         log.warning("%s: ignoring stored hyper-parameters this version does not know: %s", source, unknown)
         hp = {k: v for k, v in hp.items() if k in known}
-    module = HER2Classifier(**hp)
+    return hp
+
+
+def load_weights(
+    module: torch.nn.Module, state: Mapping[str, torch.Tensor], source: Path, strict: bool
+) -> None:
+    """Load ``state`` into ``module``; a mismatch is a DataError naming ``source`` (warning if not strict)."""
     try:
         result = module.load_state_dict(dict(state), strict=strict)
     except RuntimeError as err:
-        raise DataError(f"{source}: weights do not fit model {hp['model'].get('name')!r}: {err}") from err
+        name = getattr(module, "hparams", {}).get("model", {}).get("name")
+        raise DataError(f"{source}: weights do not fit model {name!r}: {err}") from err
     if not strict and (result.missing_keys or result.unexpected_keys):
         log.warning(
             "%s: loaded with %d missing and %d unexpected keys",
@@ -278,16 +285,15 @@ def _build_module(
             len(result.missing_keys),
             len(result.unexpected_keys),
         )
-    return module
 
 
-def _move(module: torch.nn.Module, map_location: Any) -> None:
+def move_to(module: torch.nn.Module, map_location: Any) -> None:
     """Move to ``map_location`` when it names one device (a dict or callable was applied by torch.load)."""
     if isinstance(map_location, (str, torch.device, int)):
         module.to(torch.device(map_location) if not isinstance(map_location, int) else map_location)
 
 
-def _load_export(folder: Path, map_location: Any, strict: bool, **overrides: Any) -> HER2Classifier:
+def _read_export(folder: Path) -> tuple[dict[str, Any], Mapping[str, torch.Tensor], dict[str, Any]]:
     from safetensors.torch import load_file
 
     spec_path, weights = folder / EXPORT_SPEC, folder / EXPORT_WEIGHTS
@@ -306,31 +312,23 @@ def _load_export(folder: Path, map_location: Any, strict: bool, **overrides: Any
         state = load_file(str(weights), device="cpu")
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
         raise DataError(f"{weights}: unreadable safetensors file: {err}") from err
-    hparams = dict(spec.get("hyper_parameters") or {})
-    module = _build_module(hparams, state, folder, strict, **overrides)
-    module.her2mri_metadata = dict(spec.get("her2mri") or {})
-    _move(module, map_location)
-    return module
+    return dict(spec.get("hyper_parameters") or {}), state, dict(spec.get("her2mri") or {})
 
 
-def load_classifier(
-    path: str | Path, map_location: Any = "cpu", strict: bool = True, **overrides: Any
-) -> HER2Classifier:
-    """Load a ready ``HER2Classifier`` (eval mode) from a ``.ckpt`` or a ``her2mri-export`` folder, safely.
+def read_classifier(
+    path: str | Path, map_location: Any = "cpu"
+) -> tuple[dict[str, Any], Mapping[str, torch.Tensor], dict[str, Any], Path]:
+    """The stored hyper-parameters, weights and ``her2mri`` block of a ``.ckpt`` or export folder, safely.
 
-    Nothing in the file is executed (``weights_only=True``, safetensors), and the stored model spec is
-    stripped of ``pretrained``/``weights_path``, so no other file and no model hub is touched.
+    What :func:`her2mri.training.module.load_classifier` builds a ready classifier from. Nothing in the file
+    is executed (``weights_only=True``, safetensors).
 
     Args:
         path: a Lightning checkpoint written by ``her2mri-train`` or a folder written by ``her2mri-export``.
-        map_location: device for the weights (``"cpu"`` by default; ``None`` keeps the stored devices).
-        strict: require the stored weights to match the model's keys exactly.
-        **overrides: hyper-parameters that replace stored ones (e.g. ``compile=False``).
+        map_location: device for the weights of a checkpoint (an export is read on the CPU).
 
     Returns:
-        The module in eval mode. ``module.hparams.data_spec`` is the training preprocessing (None when the
-        checkpoint has none) and ``module.her2mri_metadata`` the checkpoint's ``her2mri`` block
-        (e.g. ``threshold``), ``{}`` when absent.
+        ``(hyper_parameters, state_dict, her2mri_metadata, path)``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -338,142 +336,12 @@ def load_classifier(
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        module = _load_export(path, map_location, strict, **overrides)
-    else:
-        ckpt = read_checkpoint(path, map_location=map_location)
-        if not _is_lightning_checkpoint(ckpt):
-            raise DataError(
-                f"{path}: not a her2mri-train checkpoint (keys: {sorted(ckpt)[:6]}); a plain state dict "
-                "initialises a model with model.weights_path=..., it cannot be scored on its own"
-            )
-        module = _build_module(ckpt["hyper_parameters"], ckpt["state_dict"], path, strict, **overrides)
-        module.her2mri_metadata = her2mri_metadata(ckpt)
-        _move(module, map_location)
-    module.eval()
-    return module
-
-
-# ---------------------------------------------------------------------- export
-REDACTED = "<redacted>"
-
-
-def _json_plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _json_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_plain(v) for v in obj]
-    if isinstance(obj, PurePath):
-        return str(obj)
-    if isinstance(obj, float) and obj != obj:  # NaN is not JSON
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
-def redact_paths(obj: Any) -> Any:
-    """A copy of ``obj`` (plain data) where every absolute path string is replaced by ``"<redacted>"``.
-
-    Used for shared artefacts: data paths can hold site or patient names.
-    """
-    if isinstance(obj, Mapping):
-        return {k: redact_paths(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact_paths(v) for v in obj]
-    if isinstance(obj, str) and (os.path.isabs(obj) or obj.startswith("~")):
-        return REDACTED
-    return obj
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def export_classifier(
-    ckpt_path: str | Path, out_dir: str | Path, redact: bool = True, overwrite: bool = False
-) -> Path:
-    """Write a self-contained, code-free copy of a checkpoint: ``model.safetensors`` + ``spec.json``.
-
-    The spec holds the model spec (without ``pretrained``/``weights_path``), every hyper-parameter, the
-    ``data_spec`` (preprocessing) and the checkpoint's ``her2mri`` block (threshold, model card id...). Both
-    files are written atomically, ``spec.json`` last, so a folder with a ``spec.json`` is complete;
-    :func:`load_classifier`, ``her2mri-eval`` and ``her2mri-predict`` accept the folder.
-
-    Args:
-        ckpt_path: a ``her2mri-train`` checkpoint (or an earlier export folder).
-        out_dir: the export folder (created; must be new, empty or an earlier her2mri export).
-        redact: replace absolute paths (data root, metadata CSV, cache) by ``"<redacted>"`` (default; the
-            export is meant to be shared). The weights and the preprocessing are unaffected.
-        overwrite: replace an earlier export in ``out_dir``.
-
-    Returns:
-        ``out_dir``.
-
-    Raises:
-        ValueError: ``out_dir`` holds other files, or an export and ``overwrite`` is false.
-        DataError: the checkpoint is not a safe, readable her2mri checkpoint.
-    """
-    import her2mri
-
-    src, out = Path(ckpt_path).expanduser(), Path(out_dir).expanduser()
-    if out.exists():
-        if not out.is_dir():
-            raise ValueError(f"out_dir={str(out)!r} is a file, not a folder")
-        entries = [p.name for p in out.iterdir()]
-        ours = (out / EXPORT_SPEC).is_file() and set(entries) <= {EXPORT_SPEC, EXPORT_WEIGHTS}
-        if entries and not ours:
-            raise ValueError(
-                f"out_dir={str(out)!r} is not empty and not a her2mri export "
-                f"({', '.join(sorted(entries)[:5])}); choose a new or empty folder"
-            )
-        if entries and not overwrite:
-            raise ValueError(f"out_dir={str(out)!r} already holds an export; pass --overwrite to replace it")
-    module = load_classifier(src, map_location="cpu")
-    hparams = _json_plain(dict(module.hparams))
-    meta = _json_plain(dict(module.her2mri_metadata))
-    if redact:
-        hparams, meta = redact_paths(hparams), redact_paths(meta)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(out)
-    weights = out / EXPORT_WEIGHTS
-    atomic_write(weights, lambda fh: fh.write(_safetensors_bytes(state)))
-    spec = {
-        "format": EXPORT_FORMAT,
-        "format_version": 1,
-        "her2mri_version": her2mri.__version__,
-        "model": hparams.get("model"),
-        "data_spec": hparams.get("data_spec"),
-        "threshold": _export_threshold(hparams, meta),
-        "locked_threshold": hparams.get("locked_threshold"),
-        "her2mri": meta,
-        "hyper_parameters": hparams,
-        "weights": {"file": EXPORT_WEIGHTS, "sha256": _sha256(weights), "n_tensors": len(state)},
-        "source": {"checkpoint": REDACTED if redact else str(src.resolve()), "name": src.name},
-        "paths_redacted": bool(redact),
-    }
-    atomic_write_text(out / EXPORT_SPEC, json.dumps(spec, indent=2, allow_nan=False) + "\n")
-    log.info("exported %s to %s", src, out)
-    return out
-
-
-def _export_threshold(hparams: Mapping[str, Any], meta: Mapping[str, Any]) -> Any:
-    """The decision threshold: ``her2mri.threshold``, else the locked one, else the module's fixed one."""
-    if meta.get("threshold") is not None:
-        return meta["threshold"]
-    locked = hparams.get("locked_threshold")
-    if isinstance(locked, Mapping) and locked.get("value") is not None:
-        return locked["value"]
-    return hparams.get("threshold")
-
-
-def _safetensors_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save(dict(state), metadata={"format": EXPORT_FORMAT})
+        hparams, state, meta = _read_export(path)
+        return hparams, state, meta, path
+    ckpt = read_checkpoint(path, map_location=map_location)
+    if not _is_lightning_checkpoint(ckpt):
+        raise DataError(
+            f"{path}: not a her2mri-train checkpoint (keys: {sorted(ckpt)[:6]}); a plain state dict "
+            "initialises a model with model.weights_path=..., it cannot be scored on its own"
+        )
+    return dict(ckpt["hyper_parameters"]), ckpt["state_dict"], her2mri_metadata(ckpt), path

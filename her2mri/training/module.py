@@ -18,6 +18,7 @@ import inspect
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -34,6 +35,7 @@ from her2mri.training.aggregation import (
     aggregate_patients,
     collect_slices,
 )
+from her2mri.training.checkpoint_io import classifier_hparams, load_weights, move_to, read_classifier
 from her2mri.training.gathering import EvalOutputs
 from her2mri.training.losses import LOSSES, balanced_class_weights, build_loss
 from her2mri.training.metrics import binary_metrics, prefixed
@@ -310,7 +312,7 @@ class HER2Classifier(L.LightningModule):
         weights_only: bool | None = True,
         **kwargs: Any,
     ) -> HER2Classifier:
-        """Load a checkpoint or ``her2mri-export`` folder safely (see :func:`.checkpoint_io.load_classifier`).
+        """Load a checkpoint or ``her2mri-export`` folder safely (see :func:`load_classifier`).
 
         Unlike Lightning's method, nothing is unpickled (``weights_only=False`` is refused) and the stored
         model spec loses ``pretrained``/``weights_path``. ``kwargs`` replace stored hyper-parameters.
@@ -322,8 +324,6 @@ class HER2Classifier(L.LightningModule):
             raise ValueError("weights_only=False: her2mri never unpickles checkpoints (they could run code)")
         if hparams_file is not None:
             raise ValueError(f"hparams_file={hparams_file!r} is not supported: the checkpoint holds them")
-        from her2mri.training.checkpoint_io import load_classifier
-
         return load_classifier(
             checkpoint_path,
             map_location="cpu" if map_location is None else map_location,
@@ -589,3 +589,37 @@ def _train_labels(datamodule: Any) -> list[int] | None:
         return None
     labels = [int(v) for v in labels]
     return labels or None
+
+
+def load_classifier(
+    path: str | Path, map_location: Any = "cpu", strict: bool = True, **overrides: Any
+) -> HER2Classifier:
+    """Load a ready ``HER2Classifier`` (eval mode) from a ``.ckpt`` or a ``her2mri-export`` folder, safely.
+
+    Nothing in the file is executed (``weights_only=True``, safetensors; read by
+    :func:`her2mri.training.checkpoint_io.read_classifier`), and the stored model spec is stripped of
+    ``pretrained``/``weights_path``, so no other file and no model hub is touched.
+
+    Args:
+        path: a Lightning checkpoint written by ``her2mri-train`` or a folder written by ``her2mri-export``.
+        map_location: device for the weights (``"cpu"`` by default; ``None`` keeps the stored devices).
+        strict: require the stored weights to match the model's keys exactly.
+        **overrides: hyper-parameters that replace stored ones (e.g. ``compile=False``).
+
+    Returns:
+        The module in eval mode. ``module.hparams.data_spec`` is the training preprocessing (None when the
+        checkpoint has none) and ``module.her2mri_metadata`` the checkpoint's ``her2mri`` block
+        (e.g. ``threshold``), ``{}`` when absent.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        DataError: not a safe, readable her2mri checkpoint or export (the message names the file).
+    """
+    hparams, state, metadata, source = read_classifier(path, map_location=map_location)
+    known = set(inspect.signature(HER2Classifier.__init__).parameters) - {"self"}
+    module = HER2Classifier(**classifier_hparams(hparams, source, known, **overrides))
+    load_weights(module, state, source, strict)
+    module.her2mri_metadata = metadata
+    move_to(module, map_location)
+    module.eval()
+    return module

@@ -55,7 +55,7 @@ def load_model(source: Any, map_location: str = "cpu") -> nn.Module:
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist.")
-        from her2mri.training.checkpoint_io import load_classifier
+        from her2mri.training.module import load_classifier
 
         source = load_classifier(path, map_location=map_location)
     inner = getattr(source, "model", None)
