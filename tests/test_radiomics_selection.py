@@ -161,3 +161,27 @@ def test_inner_selection_reuse_fits_the_selection_once_per_outer_fold() -> None:
     assert linear_formula(res.estimator)["features"] == res.selected_features
     with pytest.raises(ValueError, match="inner_selection"):
         with_grid_search(pipe, grid, y, 2, 0, inner_selection="outer")
+
+
+def test_auc_scorer_equals_sklearn_roc_auc() -> None:
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.metrics import get_scorer
+
+    from her2mri.radiomics.selection import auc_scorer
+
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(40, 30))
+    y = (X[:, 0] + rng.normal(size=40) > 0).astype(int)
+    m = LogisticRegression(C=0.3).fit(X[:25], y[:25])
+    Xt = np.round(X[25:], 1)  # ties in the decision function count one half
+    assert auc_scorer(m, Xt, y[25:]) == pytest.approx(get_scorer("roc_auc")(m, Xt, y[25:]), abs=1e-12)
+    # labels other than 0/1: the positive class is the last of classes_
+    m2 = LogisticRegression(C=0.3).fit(X[:25], np.where(y[:25] == 1, 5, -3))
+    assert auc_scorer(m2, Xt, np.where(y[25:] == 1, 5, -3)) == pytest.approx(auc_scorer(m, Xt, y[25:]))
+    # inside LogisticRegressionCV: the same score for every C and fold, so the same C and coefficients
+    folds = StratifiedKFold(4, shuffle=True, random_state=0)
+    kw = dict(Cs=12, cv=folds, l1_ratios=(1.0,), solver="liblinear", random_state=0)
+    a = LogisticRegressionCV(scoring="roc_auc", **kw).fit(X, y)
+    b = LogisticRegressionCV(scoring=auc_scorer, **kw).fit(X, y)
+    np.testing.assert_allclose(b.scores_[1], a.scores_[1], atol=1e-12)
+    assert b.C_[0] == a.C_[0] and np.array_equal(b.coef_, a.coef_)

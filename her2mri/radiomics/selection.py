@@ -54,6 +54,19 @@ def univariate_auc(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     return u / (n1 * n0)
 
 
+def auc_scorer(estimator: BaseEstimator, X: np.ndarray, y: np.ndarray) -> float:
+    """ROC AUC of a fitted binary classifier's decision function on (X, y), as a scikit-learn scorer.
+
+    The Mann-Whitney form (:func:`univariate_auc`; ties count one half), equal to sklearn's ``"roc_auc"``
+    scorer up to float rounding (tests/test_radiomics_selection.py). ``LogisticRegressionCV`` calls its scorer
+    once per C and fold (URAN: 50 Cs x up to 10 folds x 24 fits = 7,500 calls); the string scorer spends
+    about 1.9 ms per call in input validation and signature inspection, this one about 0.1 ms.
+    """
+    score = np.asarray(estimator.decision_function(X), dtype=np.float64).reshape(-1, 1)
+    positive = (np.asarray(y) == estimator.classes_[-1]).astype(int)
+    return float(univariate_auc(score, positive)[0])
+
+
 class _Selector(SelectorMixin, BaseEstimator):
     support_: np.ndarray
 
@@ -263,7 +276,7 @@ class LassoSelector(_Selector):
                 l1_ratios=(1.0,),
                 solver=l1_logistic_solver(self.solver, len(ya)),
                 max_iter=2000,
-                scoring="roc_auc",
+                scoring=auc_scorer,
                 random_state=self.random_state,
             )
             with warnings_off():
