@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _helpers import compose_config
+from _helpers import compose_config, synthetic_overrides
 
 from her2mri.runs.outputs import read_patient_predictions
 from her2mri.runs.predict import build_input_manifest, parse_bbox, predict
@@ -190,3 +190,24 @@ def test_saved_calibration_is_applied_by_predict(tiny_run, synthetic_cohort, tmp
     assert off["calibration"] is None and "prob_recalibrated" not in off["cases"][0]
     with pytest.raises(ValueError, match="2 checkpoints"):
         predict([str(own), str(own)], folder, tmp_path / "x", calibration=calibration_path(own), **kw)
+
+
+def test_predict_and_eval_resolve_the_checkpoint_preprocessing_alike(tiny_run, synthetic_cohort, tmp_path):
+    """One function (runs.scoring.checkpoint_preprocess) gives her2mri-eval and her2mri-predict the same
+    preprocessing, overrides and refusals."""
+    from her2mri.data.errors import DataError
+    from her2mri.runs.predict import load_checkpoint, score_checkpoint
+    from her2mri.runs.scoring import checkpoint_preprocess, load_for_eval
+
+    _, ckpt = tiny_run
+    module = load_checkpoint(ckpt)
+    pre = checkpoint_preprocess(module, ckpt)
+    data = synthetic_overrides(synthetic_cohort, tmp_path)
+    setup = load_for_eval(compose_config("eval", [*data, f"ckpt_path={ckpt}"]), ckpt)
+    assert setup.datamodule.cfg.key() == pre.key()  # what eval builds its datamodule with
+    assert checkpoint_preprocess(module, ckpt, {"n_slices": 1, "crop_size": None}).n_slices == 1
+    module.hparams.data_spec = None  # a checkpoint not written by her2mri-train: stated, never guessed
+    with pytest.raises(DataError, match="stores no preprocessing"):
+        score_checkpoint(module, str(ckpt), [], progress=False)
+    with pytest.warns(UserWarning, match="stores no preprocessing"):
+        assert checkpoint_preprocess(module, ckpt, {"image_size": 32}).image_size == 32

@@ -282,26 +282,16 @@ def score_checkpoint(
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from her2mri.data.build import model_input_spec, preprocess_from_cfg
     from her2mri.data.dataset import SliceDataset
     from her2mri.data.prepare import prepare_cohort
     from her2mri.runs.model_card import card_id_for
+    from her2mri.runs.scoring import checkpoint_preprocess
     from her2mri.training.aggregation import aggregate_patients, collect_slices
     from her2mri.training.tta import tta_probabilities
 
     spec = module.hparams.model
     data_spec = module.hparams.get("data_spec") or {}
-    pre_dict = dict(data_spec.get("preprocess") or {})
-    pre_dict.update({k: v for k, v in (preprocess_overrides or {}).items() if v is not None})
-    inputs = model_input_spec(module)
-    pre = preprocess_from_cfg(
-        pre_dict, inputs["num_views"], spec["name"], inputs["spatial_dims"], inputs["in_chans"]
-    )
-    if pre.stats_scope == "cohort" and pre.cohort_stats is None:
-        raise ValueError(
-            f"{ckpt_path}: preprocess.stats_scope='cohort' but the checkpoint holds no cohort statistics "
-            "(they come from the training split only)"
-        )
+    pre = checkpoint_preprocess(module, ckpt_path, preprocess_overrides)  # the same as her2mri-eval
     imagenet_norm = bool((data_spec.get("data") or {}).get("imagenet_norm", True))
     key = pre.key()
     if arrays_cache is not None and key in arrays_cache:

@@ -11,6 +11,7 @@ of processes.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from her2mri.data.build import build_datamodule, model_input_spec, preprocess_from_cfg
 from her2mri.data.errors import DataError
+from her2mri.data.preprocess_config import PreprocessConfig
 from her2mri.options import check_choice
 from her2mri.training.aggregation import PatientPredictions, SlicePredictions
 
@@ -87,9 +89,40 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
     module.tta = check_tta(str(cfg.get("tta") or "none"))
     spec = module.hparams.model
     data_spec = module.hparams.get("data_spec") or {}
-    pre_dict = dict(data_spec.get("preprocess") or {})
     overrides = OmegaConf.to_container(cfg.preprocess, resolve=True) if cfg.get("preprocess") else {}
-    given = {k: v for k, v in (overrides or {}).items() if v is not None}  # type: ignore[union-attr]
+    pre = checkpoint_preprocess(module, ckpt_path, overrides)  # type: ignore[arg-type]
+    data_cfg = cfg.data.copy()
+    if cfg.get("use_checkpoint_data_settings", True):
+        with open_dict(data_cfg):
+            for key, value in (data_spec.get("data") or {}).items():
+                if key in EVAL_DATA_KEYS:
+                    data_cfg[key] = value
+    datamodule = build_datamodule(data_cfg, pre.to_dict())
+    return EvalSetup(ckpt_path, module, datamodule, str(spec["name"]), threshold, source)
+
+
+def checkpoint_preprocess(
+    module: Any, ckpt_path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> PreprocessConfig:
+    """The preprocessing a checkpoint was trained with (``data_spec``), resolved against its model.
+
+    Shared by :func:`load_for_eval` (``her2mri-eval``) and :func:`her2mri.runs.predict.score_checkpoint`
+    (``her2mri-predict``), so both score a checkpoint exactly as it was trained.
+
+    Args:
+        module: the loaded ``HER2Classifier``.
+        ckpt_path: its path (named in messages).
+        overrides: ``PreprocessConfig`` fields that replace the stored ones (None values are ignored).
+
+    Raises:
+        DataError: the checkpoint stores no preprocessing and no override states it.
+        ValueError: cohort statistics missing for ``stats_scope='cohort'``, or an image size the model
+            cannot take.
+    """
+    spec = module.hparams.model
+    data_spec = module.hparams.get("data_spec") or {}
+    pre_dict = dict(data_spec.get("preprocess") or {})
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if not pre_dict:
         if not given:
             raise DataError(
@@ -102,7 +135,7 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
             f"{ckpt_path}: the checkpoint stores no preprocessing (data_spec); using the given "
             f"preprocess.{{{', '.join(sorted(given))}}} and defaults for every other field",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     pre_dict.update(given)
     inputs = model_input_spec(module)
@@ -122,14 +155,7 @@ def load_for_eval(cfg: DictConfig, ckpt_path: str | Path) -> EvalSetup:
             f"{fixed_size} px images (its position embeddings are fixed): use preprocess.image_size="
             f"{fixed_size} or leave it null"
         )
-    data_cfg = cfg.data.copy()
-    if cfg.get("use_checkpoint_data_settings", True):
-        with open_dict(data_cfg):
-            for key, value in (data_spec.get("data") or {}).items():
-                if key in EVAL_DATA_KEYS:
-                    data_cfg[key] = value
-    datamodule = build_datamodule(data_cfg, pre.to_dict())
-    return EvalSetup(ckpt_path, module, datamodule, str(spec["name"]), threshold, source)
+    return pre
 
 
 def score_split(
