@@ -72,3 +72,19 @@ def test_validation_stays_in_preprocess_config() -> None:
     cfg = compose_config("train", ["preprocess.channels=kinetic"])  # a str: the schema accepts it
     with pytest.raises(ValueError, match="channels='kinetic'"):
         _config(OmegaConf.to_container(cfg.preprocess))  # needs a joint normalisation: the dataclass says so
+
+
+def test_eval_overrides_every_field_and_nothing_else() -> None:
+    """her2mri-eval: every field, null = the checkpoint's value; a typo fails at compose time."""
+    from her2mri.data.preprocess_config import PreprocessOverrides
+
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt"])
+    assert OmegaConf.get_type(cfg.preprocess) is PreprocessOverrides
+    node = OmegaConf.to_container(cfg.preprocess)
+    assert list(node) == [f.name for f in dataclasses.fields(PreprocessConfig)]
+    assert set(node.values()) == {None}  # the checkpoint's preprocessing, unchanged
+    cfg = compose_config("eval", ["ckpt_path=x.ckpt", "preprocess.n_slices=2", "preprocess.channels=kinetic"])
+    given = {k: v for k, v in OmegaConf.to_container(cfg.preprocess).items() if v is not None}
+    assert given == {"n_slices": 2, "channels": "kinetic"}
+    with pytest.raises(ConfigCompositionException, match=r"preprocess\.chanels"):
+        compose_config("eval", ["ckpt_path=x.ckpt", "preprocess.chanels=x"])

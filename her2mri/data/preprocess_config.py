@@ -273,13 +273,34 @@ PreprocessSchema: type = dataclasses.make_dataclass(
 )
 PreprocessSchema.__module__ = __name__
 
+#: name of the override schema in the ``preprocess`` group (``her2mri-eval``: null = the checkpoint's value)
+OVERRIDES_NAME = "from_checkpoint"
+
+
+def _override_field(f: dataclasses.Field[Any]) -> tuple[str, Any, Any]:
+    name, kind, _ = _schema_field(f)
+    optional = kind if kind in (Optional[float], Optional[Any]) else Optional[kind]  # noqa: UP045
+    return name, optional, dataclasses.field(default=None)
+
+
+#: The ``preprocess`` node of ``her2mri-eval``: every field of :class:`PreprocessConfig`, each None by default
+#: (None = the value stored in the checkpoint; a value replaces it). Built from the dataclass too.
+PreprocessOverrides: type = dataclasses.make_dataclass(
+    "PreprocessOverrides", [_override_field(f) for f in dataclasses.fields(PreprocessConfig)]
+)
+PreprocessOverrides.__module__ = __name__
+
 
 def register_preprocess_schema() -> None:
-    """Store :data:`PreprocessSchema` in Hydra's ConfigStore as ``preprocess/base`` (idempotent).
+    """Store the schemas in Hydra's ConfigStore (idempotent).
 
-    The presets of ``conf/preprocess/`` start with ``defaults: [base, _self_]``; every entry point that
-    composes a config (the Hydra CLIs, :mod:`her2mri.cli._config`, tests) calls this first.
+    :data:`PreprocessSchema` as ``preprocess/base`` (the presets of ``conf/preprocess/`` start with
+    ``defaults: [base, _self_]``) and :data:`PreprocessOverrides` as ``preprocess/from_checkpoint`` (the
+    default of ``her2mri-eval``). Every entry point that composes a config (the Hydra CLIs, through
+    :mod:`her2mri.cli._config`, and tests) calls this first.
     """
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(group="preprocess", name=SCHEMA_NAME, node=PreprocessSchema)
+    store = ConfigStore.instance()
+    store.store(group="preprocess", name=SCHEMA_NAME, node=PreprocessSchema)
+    store.store(group="preprocess", name=OVERRIDES_NAME, node=PreprocessOverrides)
