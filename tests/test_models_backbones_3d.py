@@ -109,6 +109,63 @@ def test_3d_baseline_trains_on_the_synthetic_cohort(synthetic_cohort, tmp_path):
     assert (tmp_path / "run" / "predictions" / "test_patients.csv").is_file()
     ckpt = torch.load(payload["ckpt_path"], map_location="cpu", weights_only=False)
     assert ckpt["hyper_parameters"]["data_spec"]["preprocess"]["views"] == "volume"
+    assert ckpt["hyper_parameters"]["data_spec"]["preprocess"]["channels"] == "kinetic"
+
+
+def test_resnet3d_base_width():
+    narrow = create_model("resnet3d", base_width=16)
+    assert narrow.num_features == 128 and narrow(torch.randn(2, 3, 8, 16, 16)).shape == (2, 2)
+    n_narrow = sum(p.numel() for p in narrow.parameters())
+    assert n_narrow * 10 < sum(p.numel() for p in create_model("resnet3d").parameters())
+    with pytest.raises(ValueError, match="base_width=0"):
+        create_model("resnet3d", base_width=0)
+
+
+@pytest.fixture(scope="module")
+def easy_cohort(tmp_path_factory):
+    """24 patients with well separated kinetics (difficulty 0.3), 16 x 48 x 48 volumes."""
+    from her2mri.data.synth import make_synthetic_cohort
+
+    root = tmp_path_factory.mktemp("easy_cohort")
+    kwargs = {"shape": (16, 48, 48), "n_times": 6, "difficulty": 0.3}
+    kwargs.update(test_fraction=0.25, val_fraction=0.25)
+    cohort = make_synthetic_cohort(root, n=24, seed=3, **kwargs)
+    return cohort.root, cohort.metadata_csv
+
+
+def test_3d_baseline_recipe_learns_an_easy_cohort(easy_cohort, tmp_path):
+    """The experiment's recipe (kinetic channels, narrow ResNet-10) learns an easy cohort within seconds: the
+    training loss falls and the last checkpoint ranks the cohort's 24 patients (12 of them trained on) well
+    above chance (0.84 when written; the first recipe, per-phase clipping and MONAI's full width, stayed at
+    chance on the held-out benchmark). The last checkpoint, because 6 validation patients cannot pick one."""
+    import csv
+
+    from her2mri.runs.evaluate import evaluate
+    from her2mri.runs.train import train
+
+    common = ["data.progress=false", "data.num_workers=0", "trainer.accelerator=cpu", "stats_n_boot=0",
+              f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    cfg = compose_config(
+        "train",
+        ["experiment=baseline_3d", *synthetic_overrides(easy_cohort, tmp_path), "trainer.max_epochs=15",
+         "preprocess.image_size=32", "preprocess.crop_size=32", "data.augment=false", "logger=csv", "seed=0",
+         *common[2:4], f"paths.output_dir={tmp_path / 'run'}"],
+    )  # fmt: skip
+    train(cfg)
+    with open(tmp_path / "run" / "csv" / "metrics.csv", newline="") as fh:
+        losses = [float(r["train/loss_epoch"]) for r in csv.DictReader(fh) if r.get("train/loss_epoch")]
+    assert len(losses) == 15
+    assert min(losses[-3:]) < 0.8 * losses[0], losses
+    root, meta = easy_cohort
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    ev = compose_config(
+        "eval",
+        ["data=breastdcedl", f"data.root={root}", f"data.metadata_csv={meta}",
+         f"ckpt_path={last}", "split=all", *common, f"paths.output_dir={tmp_path / 'eval'}"],
+    )  # fmt: skip
+    evaluate(ev)
+    auc = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["all/auroc_patient"]
+    assert auc > 0.75, auc
 
 
 def test_lr_find_sets_the_learning_rate(synthetic_cohort, tmp_path):

@@ -35,6 +35,9 @@ class Volume3DClassifier(Her2Model):
         in_chans: input channels (3 phases).
         drop_rate: dropout before the classifier.
         init_features: DenseNet121 stem width (64 in MONAI; smaller is faster on a CPU).
+        base_width: ResNet width of the first stage; the four stages have ``base_width * (1, 2, 4, 8)``
+            channels (64 = MONAI's ResNet, 14 M parameters for ResNet-10; 16 has 16x fewer parameters, which
+            a few dozen training volumes can fit).
 
     DenseNet121 halves every axis five times (stem, pooling, three transitions): the box needs at least 32
     slices and 32 pixels (``preprocess.volume_depth >= 32``); the ResNets (stem, pooling, three strided
@@ -57,6 +60,7 @@ class Volume3DClassifier(Her2Model):
         in_chans: int = 3,
         drop_rate: float = 0.0,
         init_features: int = 64,
+        base_width: int = 64,
     ) -> None:
         super().__init__()
         if pretrained:
@@ -69,6 +73,8 @@ class Volume3DClassifier(Her2Model):
             raise ValueError(f"arch={arch!r} is not valid. Valid values: {', '.join(VOLUME_ARCHS)}.")
         self.arch = arch
         self.in_chans = int(in_chans)
+        if isinstance(base_width, bool) or int(base_width) < 1:
+            raise ValueError(f"base_width={base_width!r} must be a positive integer.")
         if arch == "densenet121":
             from monai.networks.nets import DenseNet121
 
@@ -84,7 +90,7 @@ class Volume3DClassifier(Her2Model):
             net = ResNet(
                 block="basic",
                 layers=layers,
-                block_inplanes=[64, 128, 256, 512],
+                block_inplanes=[int(base_width) * k for k in (1, 2, 4, 8)],
                 spatial_dims=3,
                 n_input_channels=in_chans,
                 num_classes=1,
@@ -93,7 +99,7 @@ class Volume3DClassifier(Her2Model):
             self.trunk = nn.Sequential(
                 net.conv1, net.bn1, net.act, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
             )
-            n_feat = 512
+            n_feat = int(base_width) * 8
         self.pool = nn.AdaptiveAvgPool3d(1)
         self._init_head(n_feat, num_classes, drop_rate)
 
