@@ -77,18 +77,29 @@ def run_experiment_timed(exp: str, n: int, out: Path, timeout: float, extra: lis
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         load = (load0, os.getloadavg()[0])
-        return {"experiment": exp, "n": n, "status": f"timeout > {timeout:.0f} s", "loadavg": load}
+        status = f"timeout > {timeout:.0f} s"
+        if (run / "experiment.json").is_file():  # the experiment itself had finished: keep its own timings
+            return run_record(exp, n, run, None, load, status + " (process; the experiment had finished)")
+        return {"experiment": exp, "n": n, "status": status, "loadavg": load}
     wall = time.perf_counter() - t0
     load = (load0, os.getloadavg()[0])
     if proc.returncode != 0:
         return {"experiment": exp, "n": n, "status": "failed", "stderr": proc.stderr[-2000:], "loadavg": load}
+    return run_record(exp, n, run, wall, load)
+
+
+def run_record(
+    exp: str, n: int, run: Path, process_wall: float | None, load: tuple[float, float], note: str = ""
+) -> dict:
+    """The timing record of a finished run, from its ``experiment.json`` and the signatures' metrics."""
     info = json.loads((run / "experiment.json").read_text())
     summary = [json.loads((run / name / "metrics.json").read_text()) for name in _signatures(run)]
     return {
         "experiment": exp,
         "n": n,
         "status": "ok",
-        "process_wall_s": wall,
+        "note": note,
+        "process_wall_s": process_wall,
         "wall_s": info["wall_s"],
         "cpu_s": info.get("cpu_s"),
         "extraction_s_per_case": info.get("extraction_s_per_case"),
@@ -132,7 +143,8 @@ def table_row(rec: dict) -> str:
         return f"| {rec['experiment']} | {rec['n']} | {_load(rec)} | {rec['status']} | | | |"
     ex_cpu = (rec.get("stage_cpu_s") or {}).get("extraction", float("nan")) / rec["n"]
     return (
-        f"| {rec['experiment']} | {rec['n']} | {_load(rec)} | {rec['wall_s']:.0f} | {rec['cpu_s']:.0f} | "
+        f"| {rec['experiment']} | {rec['n']} | {_load(rec)} | {rec['wall_s']:.0f}"
+        f"{' (' + rec['note'] + ')' if rec.get('note') else ''} | {rec['cpu_s']:.0f} | "
         f"{ex_cpu:.2f} ({rec['extraction_s_per_case']:.2f}) | {_stage_shares(rec)} |"
     )
 
