@@ -23,6 +23,8 @@ CastImaged            ``image`` -> ``image`` uint8 (``round(x * 255)``) or float
 
 The crop window comes from the whole tumour (all slices), computed by ``LocateTumourd`` before any slice is
 dropped, so every selected slice and view shares one window whatever the tumour's extent per slice.
+The ``keys`` of a transform name the arrays it changes (defaults as in the table); the other entries it reads
+or writes are the fixed keys of :class:`K`.
 """
 
 from __future__ import annotations
