@@ -72,11 +72,8 @@ def _temps(folder: Path) -> list[Path]:
 )
 def test_kill_during_checkpoint_saves_keeps_a_readable_checkpoint(tmp_path, seed):
     """A process saving 16 MiB checkpoints in a loop is killed at a random moment: last.ckpt stays whole."""
-    from her2mri.training.checkpoint_io import (
-        AtomicCheckpointIO,
-        clean_stale_temps,
-        resolve_resume_checkpoint,
-    )
+    from her2mri.io_utils import clean_stale_temps
+    from her2mri.training.checkpoint_io import AtomicCheckpointIO, resolve_resume_checkpoint
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
