@@ -144,10 +144,12 @@ def test_dicom_study_gives_the_same_probability(tiny_run, synthetic_cohort, tmp_
         [sys.executable, "-m", "her2mri.cli.predict", f"ckpt_path={ckpt}", f"input={study}",
          f"out={tmp_path / 'pd'}", f"phases=[{','.join(map(str, phases))}]", "tta=none", "progress=false",
          "num_threads=1"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     payload = json.loads((tmp_path / "pd" / "predictions.json").read_text())
+    assert (tmp_path / "pd" / ".hydra" / "config.yaml").is_file()  # the log and .hydra/ go into out/
+    assert not (tmp_path / "outputs").exists()
     assert payload["input_kind"] == "dicom"
     test = read_patient_predictions(run / "predictions" / "test_patients.csv")
     assert payload["cases"][0]["prob"] == pytest.approx(float(test.probs[0]), abs=1e-6)
