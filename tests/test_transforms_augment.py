@@ -97,6 +97,22 @@ def test_gamma_is_x_to_the_gamma_for_phases_spanning_0_1():
     assert torch.allclose(aug({"image": x})["image"], x**2, atol=1e-5)
 
 
+@pytest.mark.parametrize("views", [None, 3])
+def test_joint_gamma_is_one_function_for_all_phases(views):
+    """Joint jitter maps equal values of different phases to equal values (enhancement ratios kept).
+
+    The phases span different ranges (pre [0, 0.5], early/late [0, 1]): a gamma over each phase's own range
+    would send the same 0.25 of pre and early to different values.
+    """
+    x = torch.linspace(0.0, 1.0, 64).view(8, 8).expand(3, 8, 8).clone()
+    x[0] *= 0.5
+    if views:
+        x = x.expand(views, 3, 8, 8).clone()
+    aug = dce_augmentation(prob_hflip=0, prob_affine=0, gamma_range=(2.0, 2.0), prob_intensity=1.0)
+    out = aug.set_random_state(seed=0)({"image": x})["image"]
+    assert torch.allclose(out, x**2, atol=1e-5)  # the merged sample spans [0, 1]: x ** gamma for every phase
+
+
 def test_probabilities_zero_leave_the_sample_unchanged():
     img, mask = _planted()
     aug = dce_augmentation(prob_hflip=0, prob_affine=0, gamma_range=(0.5, 2.0), prob_intensity=0.0)

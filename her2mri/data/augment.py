@@ -8,10 +8,13 @@
 2. ``RandFlipd`` left-right (``prob_hflip``) and up-down (``prob_vflip``);
 3. ``RandAffined``: rotation in ``[-rotate_deg, rotate_deg]`` and zoom in ``scale_range`` together with
    probability ``prob_affine``, bilinear for images, nearest for the mask, zero padding;
-4. with probability ``prob_intensity``: ``RandAdjustContrastd`` (gamma in ``gamma_range``) and
-   ``RandShiftIntensityd`` (shift in ``[-brightness, brightness]``), then clipping to [0, 1]
-   (``ScaleIntensityRanged``); one draw for the three phases (``joint``) or one per phase (``per_phase``);
-5. ``ToTensord`` (plain tensors, no MONAI metadata) and ``MergePhasesd`` (her2mri): back to the layout of 1.
+4. ``per_phase`` only: with probability ``prob_intensity``, ``RandAdjustContrastd`` (gamma in ``gamma_range``)
+   and ``RandShiftIntensityd`` (shift in ``[-brightness, brightness]``) per phase key, then clipping to [0, 1]
+   (``ScaleIntensityRanged``);
+5. ``ToTensord`` (plain tensors, no MONAI metadata) and ``MergePhasesd`` (her2mri): back to the layout of 1;
+6. ``joint`` only (the default): the jitter of 4 on the merged image, one draw and one [min, max] for every
+   phase and view, so equal intensities of different phases stay equal and the enhancement ratios are kept
+   (MONAI's contrast transform rescales each key to its own range: per phase key it would distort them).
 
 Each MONAI dictionary transform draws its parameters once per call and applies them to every key it lists, so
 the three phases, every view (views are channels of a phase key) and the mask get the same flip and affine.
@@ -218,17 +221,22 @@ def dce_augmentation(
                 **opt,
             )
         )
+    jitter: list[Any] = []
     if prob_intensity > 0 and (gammas is not None or float(brightness) > 0):
-        groups = [PHASE_KEYS] if intensity_mode == "joint" else [(k,) for k in PHASE_KEYS]
-        jitter: list[Any] = []
+        # joint: one gamma/shift on the merged image, so MONAI's contrast transform uses one [min, max] for
+        # all phases and views and keeps the ratios between phases (per-key ranges would distort enhancement)
+        group = (image_key,) if intensity_mode == "joint" else PHASE_KEYS
+        per_key = [group] if intensity_mode == "joint" else [(k,) for k in PHASE_KEYS]
         if gammas is not None:
-            jitter += [RandAdjustContrastd(g, prob=1.0, gamma=gammas) for g in groups]
+            jitter += [RandAdjustContrastd(g, prob=1.0, gamma=gammas) for g in per_key]
         if float(brightness) > 0:
-            jitter += [RandShiftIntensityd(g, offsets=float(brightness), prob=1.0) for g in groups]
-        jitter.append(ScaleIntensityRanged(PHASE_KEYS, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
-        ts.append(
-            OneOf([Compose(jitter), Identityd(PHASE_KEYS)], weights=(prob_intensity, 1.0 - prob_intensity))
-        )
+            jitter += [RandShiftIntensityd(g, offsets=float(brightness), prob=1.0) for g in per_key]
+        jitter.append(ScaleIntensityRanged(group, a_min=0.0, a_max=1.0, b_min=0.0, b_max=1.0, clip=True))
+        jitter = [OneOf([Compose(jitter), Identityd(group)], weights=(prob_intensity, 1.0 - prob_intensity))]
+    if jitter and intensity_mode == "per_phase":
+        ts += jitter
     ts.append(ToTensord(keys, track_meta=False, **opt))
     ts.append(MergePhasesd(image_key, mask_key, channel_dim))
+    if jitter and intensity_mode == "joint":
+        ts += [*jitter, ToTensord(image_key, track_meta=False)]
     return Compose(ts)
