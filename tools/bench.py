@@ -19,8 +19,10 @@ Sections (``--sections``, default all):
   CUDA is available; otherwise the section prints "skipped: no CUDA device").
 * ``cpu`` (not in the default list: ``--sections cpu``): CPU speed options for training and evaluation of
   THDA-ResNet34 and ResNet34 on the real RGB slices of ``../shared/data/real`` at 224 px, batch 16:
-  channels_last, ``torch.compile`` (CPU inductor), 2 threads, ``inference_mode`` vs ``no_grad``; her2mri's
-  training samples/s beside a plain torch loop of the same model and batch (tools/bench_cpu.py).
+  her2mri's module default (``channels_last: auto``) vs channels-first, channels_last, ``torch.compile`` (CPU
+  inductor), 2 threads, ``inference_mode`` vs ``no_grad``; her2mri's training samples/s beside a plain torch
+  loop of the same model and batch, each training option in its own process with its peak RSS
+  (tools/bench_cpu.py).
 * ``cohort`` (``--sections cohort``): ``data.num_preprocess_workers`` 1 vs 2 on a BreastDCEDL-shaped cohort
   (6 acquisitions, 80x256x256): time to the first training batch and peak memory of the process tree, with
   the projection to 1,149 patients (tools/bench_cpu.py).

@@ -4,11 +4,13 @@
   RGB slices of ``../shared/data/real/fedsubtype_ispy_rgb`` (224 px, batch 16, ImageNet-normalised; THDA gets
   three views: the slice and its two neighbours among the patient's saved slices).
 
-  - Training: for each option (``default``, ``channels_last``, ``compile`` = ``torch.compile`` with the CPU
-    inductor, ``threads=2``) one her2mri fit (Lightning ``Trainer`` + ``HER2Classifier`` with that option) is
-    alternated step by step with a plain torch loop of the same model at the CPU default (1 thread, eager,
-    NCHW), as in the ``train`` section. Each option's speed-up is the ratio of its her2mri/plain ratio to
-    the default's: a ratio of ratios, each measured side by side, so the machine's load cancels out.
+  - Training: for each option (``default`` = her2mri's module config, ``channels_first``, ``channels_last``,
+    ``compile`` = ``torch.compile`` with the CPU inductor, ``threads=2``; each on top of the module config),
+    in its own subprocess with its peak RSS (retried at half the batch when it runs out of memory), one
+    her2mri fit (Lightning ``Trainer`` + ``HER2Classifier`` with that option) is alternated step by step
+    with a plain torch loop of the same model (1 thread, eager, NCHW), as in the ``train`` section. Each
+    option's speed-up is the ratio of its her2mri/plain ratio to the default's: a ratio of ratios, each
+    measured side by side, so the machine's load cancels out.
   - Evaluation: forward passes of batch 16 in eval mode, ``no_grad`` vs ``inference_mode`` and each option
     under ``inference_mode``, round-robin (one pass of each variant in turn, the order alternating), median.
   - Same results: every variant's eval probabilities against the default's on the same weights
