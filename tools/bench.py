@@ -418,7 +418,12 @@ def lightning_loop(
 
 
 def paired_steps(
-    module: Any, plain: Any, batches: list[dict[str, Any]], n_steps: int, out: Path
+    module: Any,
+    plain: Any,
+    batches: list[dict[str, Any]],
+    n_steps: int,
+    out: Path,
+    threads: int | None = None,
 ) -> list[tuple[float, float]]:
     """Alternate her2mri's loop and the plain loop step by step: ``(plain_s, her2mri_s)`` per step.
 
@@ -426,20 +431,29 @@ def paired_steps(
     its training step on odd batches and after it on even ones (so neither loop always follows the other);
     the her2mri step is the time between two Lightning batch starts minus that plain step. So both
     loops see the same machine load within seconds, which matters on a shared machine where the load comes
-    in bursts.
+    in bursts. ``threads`` runs the her2mri steps at that many torch threads (the plain steps stay at the
+    current setting, restored at the end); None leaves the setting alone.
     """
     import lightning as L
+    import torch
 
+    base = torch.get_num_threads()
+    own = threads or base
     step = PlainStepper(plain, n_steps + 2)
     starts: list[float] = []
     plain_s: list[float] = []
 
     def plain_step(batch_idx: int) -> None:
+        torch.set_num_threads(base)
         t0 = time.perf_counter()
         step(batches[batch_idx % len(batches)])
         plain_s.append(time.perf_counter() - t0)
+        torch.set_num_threads(own)
 
     class Pair(L.Callback):  # the plain step goes before the her2mri step on odd batches, after on even ones
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            torch.set_num_threads(own)
+
         def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
             starts.append(time.perf_counter())
             if batch_idx % 2:
@@ -451,7 +465,10 @@ def paired_steps(
             if not batch_idx % 2:
                 plain_step(batch_idx)
 
-    fit(module, batches, n_steps + 1, Pair(), out)
+    try:
+        fit(module, batches, n_steps + 1, Pair(), out)
+    finally:
+        torch.set_num_threads(base)
     return [(plain_s[i], starts[i + 1] - starts[i] - plain_s[i]) for i in range(n_steps)]
 
 

@@ -177,54 +177,6 @@ def grad_check(module: Any, ref: Any, batch: dict[str, Any], threads: int | None
     }
 
 
-def paired_fit(
-    bench: Any,
-    module: Any,
-    plain: Any,
-    batches: list[dict[str, Any]],
-    n_steps: int,
-    threads: int | None,
-    out: Path,
-) -> list[tuple[float, float]]:
-    """``bench.paired_steps`` with the her2mri steps at ``threads`` and the plain steps at the default."""
-    import torch
-
-    base = torch.get_num_threads()
-    step = bench.PlainStepper(plain, n_steps + 2)
-    starts: list[float] = []
-    plain_s: list[float] = []
-
-    import lightning as L
-
-    def plain_step(batch_idx: int) -> None:
-        torch.set_num_threads(base)
-        t0 = time.perf_counter()
-        step(batches[batch_idx % len(batches)])
-        plain_s.append(time.perf_counter() - t0)
-        torch.set_num_threads(threads or base)
-
-    class Pair(L.Callback):
-        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
-            torch.set_num_threads(threads or base)
-
-        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-            starts.append(time.perf_counter())
-            if batch_idx % 2:
-                plain_step(batch_idx)
-
-        def on_train_batch_end(
-            self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
-        ) -> None:
-            if not batch_idx % 2:
-                plain_step(batch_idx)
-
-    try:
-        bench.fit(module, batches, n_steps + 1, Pair(), out)
-    finally:
-        torch.set_num_threads(base)
-    return [(plain_s[i], starts[i + 1] - starts[i] - plain_s[i]) for i in range(n_steps)]
-
-
 # ---------------------------------------------------------------------------------------------- cpu
 def eval_variants(name: str, batch: dict[str, Any], reps: int) -> dict[str, Any]:
     """Eval forward passes of every variant on the same weights: seconds per pass and max |delta p|."""
@@ -301,7 +253,7 @@ def train_option(
         del ref
     w = warmup + (1 if opt.get("compile") else 0)  # the first compiled step compiles
     t0 = time.perf_counter()
-    pairs = paired_fit(bench, module, plain, batches, w + n_meas, opt.get("threads"), work / "pl")
+    pairs = bench.paired_steps(module, plain, batches, w + n_meas, work / "pl", threads=opt.get("threads"))
     fit_s = time.perf_counter() - t0
     meas = pairs[w:]
     ratios = [pl / li for pl, li in meas]
