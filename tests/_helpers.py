@@ -13,6 +13,17 @@ from omegaconf import DictConfig
 
 from her2mri.cli._config import config_dir
 
+#: 32-px crops of 32-px slices, 2 slices per patient: the smallest input every model accepts
+TINY_PREPROCESS: list[str] = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2"]
+#: TINY_PREPROCESS on the CPU, one thread, no loader workers and no progress bars
+TINY_CPU: list[str] = [
+    *TINY_PREPROCESS,
+    "data.progress=false",
+    "data.num_workers=0",
+    "trainer.accelerator=cpu",
+    "num_threads=1",
+]
+
 
 def compose_config(name: str, overrides: Sequence[str], *, return_hydra_config: bool = False) -> DictConfig:
     """Compose the packaged Hydra config ``name`` (train, eval, radiomics, ...) with ``overrides``."""

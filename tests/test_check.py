@@ -12,13 +12,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from _helpers import compose_config
+from _helpers import TINY_PREPROCESS, compose_config
 
 from her2mri.data.errors import DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-TINY = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2", "data.progress=false",
-        "data.num_workers=0"]  # fmt: skip
+TINY = [*TINY_PREPROCESS, "data.progress=false", "data.num_workers=0"]
 
 
 def _copy(synthetic_cohort, dest: Path) -> tuple[Path, Path]:

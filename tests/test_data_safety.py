@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from _helpers import compose_config, synthetic_overrides
+from _helpers import TINY_PREPROCESS, compose_config, synthetic_overrides
 
 from her2mri.data.build import build_datamodule, ensure_synthetic_cohort
 from her2mri.data.errors import DataError
@@ -23,7 +23,7 @@ from her2mri.runs.train import metric_value, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2"]
+TINY = TINY_PREPROCESS
 
 
 def _train_args(cohort, tmp_path: Path, *extra: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _helpers import compose_config, synthetic_overrides
+from _helpers import TINY_PREPROCESS, compose_config, synthetic_overrides
 from omegaconf import OmegaConf
 
 from her2mri.data.errors import DataError
@@ -24,7 +24,7 @@ from her2mri.training.calibrator import (
     save_calibration,
 )
 
-TINY = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2", "data.num_workers=0"]
+TINY = [*TINY_PREPROCESS, "data.num_workers=0"]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from _helpers import compose_config, synthetic_overrides
+from _helpers import TINY_PREPROCESS, compose_config, synthetic_overrides
 
 from her2mri.cli._config import config_dir
 from her2mri.data.build import resolve_views
@@ -17,7 +17,7 @@ from her2mri.runs.train import metric_value, train
 
 CONF = config_dir()
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
-TINY = ["preprocess.image_size=32", "preprocess.crop_size=32", "preprocess.n_slices=2", "data.num_workers=0"]
+TINY = [*TINY_PREPROCESS, "data.num_workers=0"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

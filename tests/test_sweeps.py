@@ -16,20 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from _helpers import synthetic_overrides
+from _helpers import TINY_CPU, synthetic_overrides
 
 from her2mri.runs.summary import collect_runs, summarize
 
 TIMEOUT = 600
-TINY = [
-    "data.progress=false",
-    "data.num_workers=0",
-    "preprocess.image_size=32",
-    "preprocess.crop_size=32",
-    "preprocess.n_slices=2",
-    "trainer.accelerator=cpu",
-    "num_threads=1",
-]
+TINY = TINY_CPU
 
 
 def _data(synthetic_cohort, tmp_path: Path) -> list[str]:

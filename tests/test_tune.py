@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from _helpers import compose_config, synthetic_overrides
+from _helpers import TINY_CPU, compose_config, synthetic_overrides
 
 optuna = pytest.importorskip("optuna")
 
@@ -34,18 +34,7 @@ from her2mri.runs.tune import (  # noqa: E402
 )
 from her2mri.training.pruning import OptunaPruning  # noqa: E402
 
-TINY = [
-    "data.progress=false",
-    "data.num_workers=0",
-    "preprocess.image_size=32",
-    "preprocess.crop_size=32",
-    "preprocess.n_slices=2",
-    "trainer.accelerator=cpu",
-    "num_threads=1",
-    "callbacks.progress_bar=null",
-    "stats_n_boot=0",
-    "test=false",
-]
+TINY = [*TINY_CPU, "callbacks.progress_bar=null", "stats_n_boot=0", "test=false"]
 PRUNE = [
     "model=resnet34",
     "trainer.max_epochs=2",
